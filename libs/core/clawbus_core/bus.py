@@ -1,0 +1,86 @@
+"""NATS JetStream: connecting, and the streams and consumers every service relies on.
+
+Streams are declared idempotently by whoever starts first (gateway or runner), so no
+service depends on another having run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from clawbus_protocol.names import Names
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str, *, name: str) -> NatsClient:
+    async def _disconnected() -> None:
+        log.warning("nats disconnected; reconnecting")
+
+    async def _reconnected() -> None:
+        log.info("nats reconnected")
+
+    nc: NatsClient = await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        disconnected_cb=_disconnected,
+        reconnected_cb=_reconnected,
+    )
+    return nc
+
+
+async def ensure_runs_stream(
+    js: JetStreamContext, names: Names, *, max_msgs: int = 100_000, duplicate_window_s: float = 120
+) -> None:
+    """The work-queue stream: a run stays in it until a runner acks it (after its commit)."""
+    config = StreamConfig(
+        name=names.runs_stream,
+        subjects=[names.runs_subject],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        # Limits: a full queue refuses new work (the gateway answers 503) instead of
+        # silently dropping queued runs.
+        max_msgs=max_msgs,
+        max_msg_size=8 * 1024 * 1024,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=duplicate_window_s,
+    )
+    try:
+        await js.stream_info(names.runs_stream)
+    except NotFoundError:
+        await js.add_stream(config)
+    else:
+        await js.update_stream(config)
+
+
+async def ensure_runners_consumer(
+    js: JetStreamContext,
+    names: Names,
+    *,
+    ack_wait_s: float,
+    max_deliver: int,
+    max_ack_pending: int = 10_000,
+) -> None:
+    config = ConsumerConfig(
+        durable_name=names.runners_consumer,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        max_deliver=max_deliver,
+        max_ack_pending=max_ack_pending,
+        max_waiting=4096,
+    )
+    await js.add_consumer(names.runs_stream, config)

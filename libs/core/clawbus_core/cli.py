@@ -1,0 +1,169 @@
+"""The `clawbus` command: `up`, `migrate`, `gateway`, `agent-runner`, `status`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clawbus_core.supervisor import ProcessSpec
+
+SERVICES = ("gateway", "agent-runner")
+
+
+def _parse_replicas(values: Sequence[str]) -> dict[str, int]:
+    replicas = dict.fromkeys(SERVICES, 1)
+    for value in values:
+        name, sep, count = value.partition("=")
+        if not sep or name not in replicas or not count.isdigit() or int(count) < 1:
+            raise SystemExit(
+                f"--replicas {value!r}: expected SERVICE=N with SERVICE one of "
+                f"{', '.join(SERVICES)} and N >= 1"
+            )
+        replicas[name] = int(count)
+    return replicas
+
+
+def _say(message: str) -> None:
+    print(f"clawbus: {message}", flush=True)
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from clawbus_protocol.settings import ClawbusSettings
+
+    from clawbus_core.config import resolve_endpoints
+    from clawbus_core.db import migrate
+
+    endpoints = resolve_endpoints(ClawbusSettings())
+    migrate(endpoints.database_url)
+    _say("database is at the latest migration")
+    return 0
+
+
+def cmd_gateway(_: argparse.Namespace) -> int:
+    from clawbus_gateway.main import main
+
+    main()
+    return 0
+
+
+def cmd_agent_runner(_: argparse.Namespace) -> int:
+    from clawbus_runner.main import main
+
+    main()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from clawbus_core.status import report
+
+    return asyncio.run(report(timeout_s=args.timeout))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from clawbus_gateway.settings import GatewaySettings
+
+    from clawbus_core.db import migrate
+    from clawbus_core.infra import EmbeddedInfra
+    from clawbus_core.supervisor import ProcessSpec
+
+    replicas = _parse_replicas(args.replicas)
+    settings = GatewaySettings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    infra: EmbeddedInfra | None = None
+    env = dict(os.environ, CLAWBUS_DATA_DIR=str(data_dir))
+    if not (settings.nats_url and settings.database_url and settings.redis_url):
+        _say(f"starting embedded NATS, Postgres and Redis under {data_dir}")
+        infra = EmbeddedInfra(data_dir, progress=_say)
+        urls = infra.start()
+        env.setdefault("CLAWBUS_NATS_URL", settings.nats_url or urls.nats_url)
+        env.setdefault("CLAWBUS_DATABASE_URL", settings.database_url or urls.database_url)
+        env.setdefault("CLAWBUS_REDIS_URL", settings.redis_url or urls.redis_url)
+    try:
+        _say("applying database migrations")
+        migrate(env["CLAWBUS_DATABASE_URL"])
+        env["CLAWBUS_GATEWAY_TOKEN"] = settings.token()
+        cli = [sys.executable, "-m", "clawbus_core.cli"]
+        specs = [ProcessSpec(name="gateway", argv=[*cli, "gateway"], env=env)]
+        specs += [
+            ProcessSpec(name=f"agent-runner-{i}", argv=[*cli, "agent-runner"], env=env)
+            for i in range(1, replicas["agent-runner"] + 1)
+        ]
+        asyncio.run(_supervise(specs, settings.public_url, env["CLAWBUS_GATEWAY_TOKEN"]))
+    finally:
+        if infra is not None:
+            _say("stopping embedded servers")
+            infra.stop()
+    _say("stopped")
+    return 0
+
+
+async def _supervise(specs: list[ProcessSpec], url: str, token: str) -> None:
+    from clawbus_core.supervisor import Supervisor
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    supervisor = Supervisor(specs, log=_say)
+    run = asyncio.create_task(supervisor.run(stop))
+    if await _wait_healthy(url, stop, run):
+        _say(f"up: {url}  (OpenAI base URL: {url}/v1)")
+        _say(f"gateway token: {token}")
+        _say("press Ctrl-C to stop")
+    await run
+
+
+async def _wait_healthy(url: str, stop: asyncio.Event, run: asyncio.Task[None]) -> bool:
+    import aiohttp
+
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline and not stop.is_set() and not run.done():
+            try:
+                async with http.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        return True
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.2)
+    if not stop.is_set() and not run.done():
+        _say(f"the gateway did not become healthy at {url} within 60s; see the log above")
+    return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clawbus", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the whole system (embedded servers unless URLs are set)")
+    up.add_argument(
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="replicas of a service, e.g. agent-runner=4 (repeatable)",
+    )
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("gateway", help="run one api-gateway").set_defaults(func=cmd_gateway)
+    sub.add_parser("agent-runner", help="run one agent runner").set_defaults(func=cmd_agent_runner)
+    status = sub.add_parser("status", help="check the gateway, bus, database and cache")
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Postgres: the connection pool every service shares, and `migrate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from asyncpg import Pool
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+__all__ = ["Pool", "create_pool", "migrate"]
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns come and go as Python objects.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
+    pool: Pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        # Prepared statements are cached per connection; the hot path reuses a handful.
+        statement_cache_size=256,
+    )
+    return pool
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Apply migrations up to `revision` (blocking; call outside an event loop)."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> Any:
+    return command.current(alembic_config(url))

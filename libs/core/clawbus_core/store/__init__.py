@@ -1,0 +1,1 @@
+"""Postgres queries, one module per table family; each hot-path step is one statement."""

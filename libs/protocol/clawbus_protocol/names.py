@@ -1,0 +1,53 @@
+"""Every NATS subject, JetStream stream/consumer name and Redis key, in one place.
+
+All names derive from a namespace (default "clawbus"), so tests and tenants of a shared
+NATS/Redis can run side by side without seeing each other's traffic.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from uuid import UUID
+
+_NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+@dataclass(frozen=True)
+class Names:
+    namespace: str = "clawbus"
+
+    def __post_init__(self) -> None:
+        if not _NAMESPACE.match(self.namespace):
+            raise ValueError(
+                f"namespace {self.namespace!r} must match {_NAMESPACE.pattern} "
+                "(it becomes part of NATS subjects and stream names)"
+            )
+
+    # --- NATS JetStream ---------------------------------------------------------------
+    @property
+    def runs_stream(self) -> str:
+        """Work-queue stream holding RunRequests until a runner acks them."""
+        return f"{self.namespace.upper()}_RUNS"
+
+    @property
+    def runs_subject(self) -> str:
+        return f"{self.namespace}.runs.request"
+
+    @property
+    def runners_consumer(self) -> str:
+        """The one durable pull consumer every agent-runner replica shares."""
+        return "agent-runners"
+
+    # --- Redis ------------------------------------------------------------------------
+    def run_events_key(self, run_id: UUID) -> str:
+        """Capped stream of a run's events, for replay and gap filling."""
+        return f"{self.namespace}:run:{run_id}:events"
+
+    def run_fence_key(self, run_id: UUID) -> str:
+        """Highest attempt allowed to write the run's events (older attempts are fenced)."""
+        return f"{self.namespace}:run:{run_id}:fence"
+
+    def gateway_channel(self, instance_id: str) -> str:
+        """Pub/sub channel a gateway replica reads live events for its clients from."""
+        return f"{self.namespace}:gw:{instance_id}"

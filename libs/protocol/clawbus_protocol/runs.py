@@ -1,0 +1,153 @@
+"""Bus messages for runs: the request a gateway publishes and the events a runner emits.
+
+Every event carries the run id, a per-run sequence number (1, 2, ... across all attempts,
+so a reader orders and de-duplicates by it alone) and the attempt that produced it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from clawbus_protocol.errors import ErrorInfo
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class ToolCall(BaseModel):
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation, provider-neutral."""
+
+    role: Role
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class RunOptions(BaseModel):
+    """Per-run knobs a client may set; `model` overrides the agent's model."""
+
+    model: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+
+
+class RunInput(BaseModel):
+    """What the run answers.
+
+    `system` holds the client's own system text (added after the agent's prompt).
+    `messages` holds the client's conversation for this turn, ending with the user turn.
+    With `use_session_history` the runner builds the context from the session's stored
+    transcript instead (which already holds this turn's user message); otherwise the
+    client's messages are the whole context (OpenAI's stateless semantics).
+    """
+
+    system: str | None = None
+    messages: list[ChatMessage]
+    use_session_history: bool = False
+
+
+class RunRequest(BaseModel):
+    """Published on the runs work-queue once the run row is committed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: UUID
+    idempotency_key: str
+    tenant_id: UUID
+    agent_id: UUID
+    agent_key: str
+    session_id: UUID
+    session_key: str
+    input: RunInput
+    options: RunOptions = Field(default_factory=RunOptions)
+    # Redis channel of the gateway replica holding the client; None for fire-and-forget runs.
+    reply_to: str | None = None
+    created_at: float = Field(default_factory=time.time)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class _Event(BaseModel):
+    run_id: UUID
+    seq: int
+    attempt: int = 1
+    ts: float = Field(default_factory=time.time)
+
+
+class DeltaEvent(_Event):
+    type: Literal["delta"] = "delta"
+    text: str
+
+
+class ToolCallEvent(_Event):
+    type: Literal["tool_call"] = "tool_call"
+    call: ToolCall
+
+
+class ToolResultEvent(_Event):
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    name: str
+    result: Any = None
+    is_error: bool = False
+
+
+class DoneEvent(_Event):
+    type: Literal["done"] = "done"
+    text: str
+    model: str
+    finish_reason: str = "stop"
+    usage: Usage = Field(default_factory=Usage)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+
+
+class ErrorEvent(_Event):
+    type: Literal["error"] = "error"
+    error: ErrorInfo
+
+
+class AbortedEvent(_Event):
+    type: Literal["aborted"] = "aborted"
+    text: str = ""
+    reason: str = ""
+
+
+RunEvent = Annotated[
+    DeltaEvent | ToolCallEvent | ToolResultEvent | DoneEvent | ErrorEvent | AbortedEvent,
+    Field(discriminator="type"),
+]
+TerminalEvent = DoneEvent | ErrorEvent | AbortedEvent
+TERMINAL_TYPES = frozenset({"done", "error", "aborted"})
+
+run_event_adapter: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+
+
+def parse_event(raw: bytes | str) -> RunEvent:
+    return run_event_adapter.validate_json(raw)
+
+
+def is_terminal(event: RunEvent) -> bool:
+    return event.type in TERMINAL_TYPES

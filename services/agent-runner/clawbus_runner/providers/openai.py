@@ -1,0 +1,108 @@
+"""OpenAI Chat Completions with streaming, for OpenAI and every OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+from clawbus_protocol.runs import ChatMessage, ToolCall, Usage
+from clawbus_protocol.settings import ProviderConfig
+
+from clawbus_runner.providers.base import Finish, ModelCall, ProviderEvent, TextDelta, ToolCallOut
+from clawbus_runner.providers.errors import upstream_error
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+            }
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+class OpenAIProvider:
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self._client = openai.AsyncOpenAI(
+            api_key=config.api_key.get_secret_value() if config.api_key else "unused",
+            base_url=config.base_url,
+            max_retries=config.max_retries,
+            timeout=config.timeout_s,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[ProviderEvent]:
+        messages = [{"role": "system", "content": call.system}] if call.system else []
+        messages += [_message(m) for m in call.messages]
+        params: dict[str, Any] = {
+            "model": call.model.name,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        opts = call.options
+        for key in ("temperature", "top_p", "max_tokens", "stop"):
+            value = getattr(opts, key)
+            if value is not None:
+                params[key] = value
+        try:
+            async for event in self._events(params, call.model.id):
+                yield event
+        except openai.APIStatusError as exc:
+            raise upstream_error(
+                self.name,
+                exc.status_code,
+                exc.message,
+                model=call.model.id,
+                retry_after=exc.response.headers.get("retry-after"),
+            ) from exc
+        except openai.APIError as exc:
+            raise upstream_error(self.name, None, str(exc), model=call.model.id) from exc
+
+    async def _events(self, params: dict[str, Any], model_id: str) -> AsyncIterator[ProviderEvent]:
+        stream = await self._client.chat.completions.create(**params)
+        finish: str | None = None
+        usage = Usage()
+        calls: dict[int, dict[str, str]] = {}
+        async for chunk in stream:
+            if chunk.usage is not None:
+                usage = Usage(
+                    prompt_tokens=chunk.usage.prompt_tokens,
+                    completion_tokens=chunk.usage.completion_tokens,
+                    total_tokens=chunk.usage.total_tokens,
+                )
+            for choice in chunk.choices:
+                delta = choice.delta
+                if delta.content:
+                    yield TextDelta(delta.content)
+                for frag in delta.tool_calls or ():
+                    slot = calls.setdefault(frag.index, {"id": "", "name": "", "arguments": ""})
+                    slot["id"] = frag.id or slot["id"]
+                    if frag.function is not None:
+                        slot["name"] += frag.function.name or ""
+                        slot["arguments"] += frag.function.arguments or ""
+                if choice.finish_reason:
+                    finish = choice.finish_reason
+        if finish is None:
+            raise upstream_error(
+                self.name, None, "the stream ended before the model finished", model=model_id
+            )
+        for _, slot in sorted(calls.items()):
+            try:
+                arguments = json.loads(slot["arguments"] or "{}")
+            except json.JSONDecodeError:
+                arguments = {"_raw": slot["arguments"]}
+            yield ToolCallOut(ToolCall(id=slot["id"], name=slot["name"], arguments=arguments))
+        yield Finish(reason=finish, usage=usage)

@@ -1,0 +1,186 @@
+"""The agent-runner worker: many replicas share one durable pull consumer of the runs stream.
+
+Each of `runner_concurrency` slots holds its own pull subscription and takes one run at a
+time, so a message goes straight to a free slot. A run is acked only after its result is
+committed; while it runs, in-progress acks keep JetStream from redelivering it; if this
+process dies, JetStream redelivers it to another replica after `runner_ack_wait_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+
+import asyncpg
+import redis.asyncio as aioredis
+from clawbus_core import bus
+from clawbus_core.config import resolve_endpoints
+from clawbus_core.db import create_pool
+from clawbus_core.models import ModelCatalog
+from clawbus_protocol.runs import RunRequest
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from clawbus_runner.execute import Executor, Outcome
+from clawbus_runner.providers import Providers
+from clawbus_runner.settings import RunnerSettings
+
+log = logging.getLogger(__name__)
+
+# Failures of our own infrastructure: the run is handed back to the queue, not failed.
+_INFRA_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    RedisConnectionError,
+)
+_FETCH_TIMEOUT_S = 2.0
+
+
+class AgentRunner:
+    """`async with AgentRunner(settings) as runner: await runner.serve(stop)`."""
+
+    def __init__(self, settings: RunnerSettings) -> None:
+        self.settings = settings
+        self.names = settings.names
+        self._stopping = asyncio.Event()
+        self._slots: list[asyncio.Task[None]] = []
+        self.completed = 0
+
+    async def __aenter__(self) -> AgentRunner:
+        endpoints = resolve_endpoints(self.settings)
+        catalog = ModelCatalog.from_settings(self.settings)
+        self.pool = await create_pool(
+            endpoints.database_url, min_size=2, max_size=self.settings.runner_db_pool_size
+        )
+        self.redis = aioredis.Redis.from_url(
+            endpoints.redis_url, max_connections=self.settings.runner_concurrency + 8
+        )
+        self.nc = await bus.connect(
+            endpoints.nats_url, name=f"agent-runner:{self.settings.runner_id}"
+        )
+        self.js: JetStreamContext = self.nc.jetstream()
+        await bus.ensure_runs_stream(self.js, self.names)
+        await bus.ensure_runners_consumer(
+            self.js,
+            self.names,
+            ack_wait_s=self.settings.runner_ack_wait_s,
+            max_deliver=self.settings.runner_max_deliver,
+        )
+        self.providers = Providers()
+        self.executor = Executor(
+            settings=self.settings,
+            pool=self.pool,
+            redis=self.redis,
+            names=self.names,
+            catalog=catalog,
+            providers=self.providers,
+        )
+        self._slots = [
+            asyncio.create_task(self._slot(i), name=f"runner-slot-{i}")
+            for i in range(self.settings.runner_concurrency)
+        ]
+        log.info(
+            "agent-runner %s ready: %d slots on %s",
+            self.settings.runner_id,
+            len(self._slots),
+            self.names.runs_stream,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.drain()
+        await self.providers.aclose()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.redis.aclose()
+        await self.pool.close()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+
+    async def drain(self) -> None:
+        """Stop taking runs; give in-flight ones `runner_drain_s`, then hand them back."""
+        self._stopping.set()
+        if not self._slots:
+            return
+        _, pending = await asyncio.wait(self._slots, timeout=self.settings.runner_drain_s + 3)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self._slots, return_exceptions=True)
+        self._slots = []
+
+    async def _slot(self, index: int) -> None:
+        psub = await self.js.pull_subscribe_bind(
+            durable=self.names.runners_consumer, stream=self.names.runs_stream
+        )
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await psub.fetch(1, timeout=_FETCH_TIMEOUT_S)
+                except (TimeoutError, NatsTimeoutError):
+                    continue
+                except ConnectionClosedError:
+                    return
+                except Exception:
+                    log.exception("slot %d: fetch failed; retrying", index)
+                    await asyncio.sleep(1.0)
+                    continue
+                for msg in msgs:
+                    if self._stopping.is_set():
+                        await msg.nak()  # hand it straight to another replica
+                    else:
+                        await self._handle(msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            request = RunRequest.model_validate_json(msg.data)
+        except ValidationError:
+            log.exception("discarding a malformed run request")
+            await msg.term()
+            return
+        log.debug("run %s: delivery %d", request.run_id, msg.metadata.num_delivered)
+        keep_alive = asyncio.create_task(self._keep_alive(msg))
+        try:
+            outcome = await self.executor.run(request)
+        except asyncio.CancelledError:
+            # Drain ran out of time: the run goes back to the queue for another attempt.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
+        except _INFRA_ERRORS:
+            log.exception("run %s: infrastructure error; requeueing", request.run_id)
+            await msg.nak(delay=1.0)
+            return
+        except Exception:
+            # A bug must cost one delivery, never the slot: requeue with a pause.
+            log.exception("run %s: unexpected error; requeueing", request.run_id)
+            await msg.nak(delay=5.0)
+            return
+        finally:
+            keep_alive.cancel()
+        log.debug("run %s: %s", request.run_id, outcome.value)
+        if outcome is not Outcome.FENCED:
+            await msg.ack()
+            self.completed += 1
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        interval = max(0.5, self.settings.runner_ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()

@@ -1,0 +1,132 @@
+"""The run service every surface uses: store the turn, publish the run, follow its events.
+
+Surfaces (OpenAI, OpenClaw, GoClaw...) translate their request into a `Turn` and the run's
+events into their own frames; nothing here knows any surface's wire format.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from clawbus_core.db import Pool
+from clawbus_core.events import RunRelay, RunWatch
+from clawbus_core.store import runs as store
+from clawbus_protocol.errors import ServiceUnavailable
+from clawbus_protocol.names import Names
+from clawbus_protocol.runs import RunInput, RunOptions, RunRequest
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.errors import APIError as JetStreamAPIError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AGENT = "main"
+_AGENT_ALIASES = {"default": DEFAULT_AGENT}
+
+
+def canonical_agent(key: str) -> str:
+    return _AGENT_ALIASES.get(key, key)
+
+
+@dataclass
+class Turn:
+    """One user turn for an agent, as every surface describes it."""
+
+    agent_key: str
+    session_key: str | None  # None: a fresh session for this request only
+    user_text: str
+    input: RunInput
+    options: RunOptions = field(default_factory=RunOptions)
+    channel: str = "api"
+    idempotency_key: str | None = None
+    tenant_id: UUID = store.DEFAULT_TENANT
+
+
+@dataclass(frozen=True)
+class Submitted:
+    run_id: UUID
+    session_key: str
+    watch: RunWatch
+    existing: store.ExistingRun | None = None
+
+
+class RunService:
+    def __init__(
+        self,
+        pool: Pool,
+        js: JetStreamContext,
+        relay: RunRelay,
+        names: Names,
+        *,
+        timeout_s: float,
+    ) -> None:
+        self.pool = pool
+        self.js = js
+        self.relay = relay
+        self.names = names
+        self.timeout_s = timeout_s
+
+    @asynccontextmanager
+    async def submit(self, turn: Turn) -> AsyncIterator[Submitted]:
+        """Store and publish the turn's run; yield a watch on its events while the caller reads."""
+        run_id = uuid.uuid4()
+        agent_key = canonical_agent(turn.agent_key)
+        named_session = turn.session_key is not None
+        session_key = turn.session_key or f"agent:{agent_key}:openai:{uuid.uuid4()}"
+        # Watch before publishing, so not even the first event can slip past.
+        with self.relay.watch(run_id) as watch:
+            created = await store.create_run(
+                self.pool,
+                run_id=run_id,
+                session_id=uuid.uuid4(),
+                tenant_id=turn.tenant_id,
+                agent_key=agent_key,
+                session_key=session_key,
+                channel=turn.channel,
+                idempotency_key=turn.idempotency_key or str(run_id),
+                model=turn.options.model,
+                user_text=turn.user_text,
+            )
+            if isinstance(created, store.ExistingRun):
+                yield Submitted(created.run_id, session_key, watch, existing=created)
+                return
+            run_input = turn.input.model_copy(
+                update={"use_session_history": named_session and not created.session_created}
+            )
+            request = RunRequest(
+                run_id=run_id,
+                idempotency_key=turn.idempotency_key or str(run_id),
+                tenant_id=turn.tenant_id,
+                agent_id=created.agent_id,
+                agent_key=agent_key,
+                session_id=created.session_id,
+                session_key=session_key,
+                input=run_input,
+                options=turn.options,
+                reply_to=self.relay.channel,
+            )
+            await self._publish(request)
+            yield Submitted(run_id, session_key, watch)
+
+    async def _publish(self, request: RunRequest) -> None:
+        try:
+            await self.js.publish(
+                self.names.runs_subject,
+                request.model_dump_json().encode(),
+                timeout=5.0,
+                headers={"Nats-Msg-Id": str(request.run_id)},
+            )
+        except (TimeoutError, NatsError, JetStreamAPIError) as exc:
+            # Nothing half-way: the stored run is closed as failed before the client hears.
+            error = ServiceUnavailable(
+                f"the run queue did not accept the run ({type(exc).__name__}); retry shortly",
+                retry_after_ms=1000,
+            )
+            await store.fail_run(self.pool, request.run_id, 0, error.info)
+            log.warning("publishing run %s failed: %r", request.run_id, exc)
+            raise error from exc

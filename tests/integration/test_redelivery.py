@@ -1,0 +1,111 @@
+"""Two agent-runner processes share the work; kill -9 of the one holding a run mid-stream:
+the run completes via redelivery, the client sees the reply once, the session has exactly
+one assistant message for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+from clawbus_core.config import Endpoints
+from clawbus_fakes.models import FakeModelServer, Reply
+
+from tests.system import processes, start_system
+
+WORDS = [f"w{i}" for i in range(40)]
+
+
+async def test_kill_9_of_the_runner_mid_stream(
+    endpoints: Endpoints,
+    namespace: str,
+    fake_models: FakeModelServer,
+    db: asyncpg.Connection,
+    tmp_path: Path,
+) -> None:
+    reply = " ".join(WORDS)
+    # Deterministic and slow enough to be caught mid-stream (40 chunks, 50 ms apart).
+    fake_models.set_default("gpt-slow", Reply(text=reply, chunk_delay_s=0.05))
+    overrides = {
+        "CLAWBUS_RUNNER_ACK_WAIT_S": "2",
+        "CLAWBUS_RUNNER_CONCURRENCY": "4",
+        "CLAWBUS_LOG_LEVEL": "DEBUG",
+    }
+    # The in-process system serves HTTP only (no in-process runner): the runners are processes.
+    async with start_system(
+        endpoints, namespace, fake_models, tmp_path, runners=0, overrides=overrides
+    ) as system:
+        with processes() as spawn:
+            runners = {
+                name: spawn(
+                    name,
+                    ["agent-runner"],
+                    system.env | overrides | {"CLAWBUS_RUNNER_ID": name},
+                    tmp_path / f"{name}.log",
+                )
+                for name in ("runner-a", "runner-b")
+            }
+            client = system.openai(timeout=60)
+            # Eight overlapping runs need both runners' four slots: they share the work.
+            fake_models.set_default("gpt-quick", Reply(text="a b c d", chunk_delay_s=0.1))
+            shared = await asyncio.gather(
+                *(
+                    client.chat.completions.with_raw_response.create(
+                        model="openai/gpt-quick", messages=[{"role": "user", "content": f"{i}"}]
+                    )
+                    for i in range(8)
+                )
+            )
+            holders = {
+                await db.fetchval(
+                    "SELECT runner_id FROM runs WHERE id = $1::uuid", r.headers["x-clawbus-run-id"]
+                )
+                for r in shared
+            }
+            assert holders == set(runners)
+
+            stream = await client.chat.completions.with_raw_response.create(
+                model="openai/gpt-slow",
+                messages=[{"role": "user", "content": "go"}],
+                stream=True,
+                extra_headers={"x-openclaw-session-key": f"kill-9-{namespace}"},
+            )
+            run_id = stream.headers["x-clawbus-run-id"]
+            pieces: list[str] = []
+            chunks = stream.parse()
+            iterator = chunks.__aiter__()
+            while len([p for p in pieces if p]) < 5:
+                chunk = await iterator.__anext__()
+                pieces.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+            holder = await db.fetchval("SELECT runner_id FROM runs WHERE id = $1::uuid", run_id)
+            assert holder in runners
+            runners[holder].kill9()
+
+            async def rest() -> None:
+                async for chunk in iterator:
+                    if chunk.choices:
+                        pieces.append(chunk.choices[0].delta.content or "")
+
+            await asyncio.wait_for(rest(), timeout=60)
+            assert "".join(pieces) == reply
+
+            row = await db.fetchrow(
+                "SELECT status, attempt, runner_id FROM runs WHERE id = $1::uuid", run_id
+            )
+            assert row["status"] == "completed"
+            assert row["attempt"] >= 2
+            survivor = next(n for n in runners if n != holder)
+            assert row["runner_id"] == survivor
+            roles = Counter(
+                r["role"]
+                for r in await db.fetch("SELECT role FROM messages WHERE run_id = $1::uuid", run_id)
+            )
+            assert roles == {"user": 1, "assistant": 1}
+            stored = await db.fetchval(
+                "SELECT content FROM messages WHERE run_id = $1::uuid AND role = 'assistant'",
+                run_id,
+            )
+            assert stored == reply
+
+            assert runners[survivor].popen.poll() is None
