@@ -337,3 +337,21 @@ async def test_anthropic_overloaded_is_a_clear_error(system: System) -> None:
         )
     assert err.value.status_code == 502
     assert "anthropic" in err.value.message
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-dropped", "anthropic/claude-dropped"])
+async def test_a_dropped_upstream_stream_fails_the_run_as_upstream_error(
+    system: System, db: asyncpg.Connection, model: str
+) -> None:
+    name = model.split("/", 1)[1]
+    system.fake.set_default(name, Reply(text="a b c d e f", drop_after_chunks=2))
+    session = f"dropped-{system.namespace}"
+    with pytest.raises(openai.APIStatusError) as err:
+        await system.openai().chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-openclaw-session-key": session},
+        )
+    assert err.value.status_code == 502
+    assert isinstance(err.value.body, dict) and err.value.body["code"] == "upstream_error"
+    assert await transcript(db, session) == [("user", "hi")]

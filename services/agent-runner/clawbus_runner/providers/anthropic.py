@@ -10,7 +10,7 @@ from clawbus_protocol.runs import ChatMessage, ToolCall, Usage
 from clawbus_protocol.settings import ProviderConfig
 
 from clawbus_runner.providers.base import Finish, ModelCall, ProviderEvent, TextDelta, ToolCallOut
-from clawbus_runner.providers.errors import upstream_error
+from clawbus_runner.providers.errors import TRANSPORT_ERRORS, upstream_error
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -88,6 +88,8 @@ class AnthropicProvider:
             ) from exc
         except anthropic.APIError as exc:
             raise upstream_error(self.name, None, str(exc), model=call.model.id) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise upstream_error(self.name, None, repr(exc), model=call.model.id) from exc
 
     async def _events(self, params: dict[str, Any]) -> AsyncIterator[ProviderEvent]:
         async with self._client.messages.stream(**params) as stream:

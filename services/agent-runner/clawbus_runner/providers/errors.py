@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from clawbus_protocol.errors import ClawbusError, ErrorCode, ModelNotFound, UpstreamError
+
+
+def _http_client() -> ModuleType:
+    # The provider SDKs moved from httpx to httpx2; a dropped stream can surface as the
+    # HTTP library's own error (the anthropic SDK does not wrap it).
+    try:
+        import httpx2
+    except ImportError:  # pragma: no cover - older SDKs
+        import httpx as httpx2  # type: ignore[no-redef,import-not-found,unused-ignore]
+    return httpx2
+
+
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (_http_client().TransportError, OSError)
 
 
 def _retry_after_ms(value: str | None) -> int | None:

@@ -11,7 +11,7 @@ from clawbus_protocol.runs import ChatMessage, ToolCall, Usage
 from clawbus_protocol.settings import ProviderConfig
 
 from clawbus_runner.providers.base import Finish, ModelCall, ProviderEvent, TextDelta, ToolCallOut
-from clawbus_runner.providers.errors import upstream_error
+from clawbus_runner.providers.errors import TRANSPORT_ERRORS, upstream_error
 
 
 def _message(m: ChatMessage) -> dict[str, Any]:
@@ -70,6 +70,8 @@ class OpenAIProvider:
             ) from exc
         except openai.APIError as exc:
             raise upstream_error(self.name, None, str(exc), model=call.model.id) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise upstream_error(self.name, None, repr(exc), model=call.model.id) from exc
 
     async def _events(self, params: dict[str, Any], model_id: str) -> AsyncIterator[ProviderEvent]:
         stream = await self._client.chat.completions.create(**params)
