@@ -138,9 +138,9 @@ def _endpoints(stack: ExitStack, workdir: Path) -> Endpoints:
     return Endpoints(found.nats_url, found.database_url, found.redis_url)
 
 
-async def _run(args: argparse.Namespace, workdir: Path, stack: ExitStack) -> dict[str, object]:
-    endpoints = _endpoints(stack, workdir)
-    migrate(endpoints.database_url)
+async def _run(
+    args: argparse.Namespace, endpoints: Endpoints, workdir: Path, stack: ExitStack
+) -> dict[str, object]:
     fake = _spawn(
         [sys.executable, "-m", "clawbus_fakes.models", "--port", "0"],
         dict(os.environ),
@@ -242,7 +242,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="clawbus-bench-"))
     os.chmod(workdir, 0o755)
     with ExitStack() as stack:
-        results = asyncio.run(_run(args, workdir, stack))
+        endpoints = _endpoints(stack, workdir)
+        migrate(endpoints.database_url)  # blocking, before the event loop starts
+        results = asyncio.run(_run(args, endpoints, workdir, stack))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "latest.json"
     results["when"] = time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -21,12 +21,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Return connections to the pool as they are.
+
+    asyncpg's default runs `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on
+    every release: a round trip per query on the hot path. Pooled connections here never
+    hold session state (no SET, LISTEN, cursors or advisory locks; migrations use their own
+    connection), so there is nothing to reset.
+    """
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> Pool:
     pool: Pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=30,
         # Prepared statements are cached per connection; the hot path reuses a handful.
         statement_cache_size=256,

@@ -67,6 +67,8 @@ class Executor:
             return Outcome.FENCED
         except ClawbusError as exc:
             return await self._fail(request, claim.attempt, writer, exc, model_id)
+        finally:
+            await writer.aclose()
 
     async def _answer(
         self, request: RunRequest, claim: store.Claim, writer: RunEventWriter, model_id: str
@@ -89,6 +91,7 @@ class Executor:
         except Exception as exc:  # a provider bug must not leave the run hanging
             log.exception("run %s: provider %s crashed", request.run_id, ref.provider)
             raise InternalError(f"model call to {ref.id} failed unexpectedly: {exc}") from exc
+        await writer.flush()
         text = writer.visible_text
         stored = await store.complete_run(
             self.pool,
@@ -125,5 +128,8 @@ class Executor:
         log.info("run %s failed: %s (%s)", request.run_id, exc.info.code, exc.info.message)
         if not await store.fail_run(self.pool, request.run_id, attempt, exc.info, model=model_id):
             return Outcome.FENCED
-        await writer.emit(ErrorEvent(run_id=request.run_id, seq=0, error=exc.info))
+        try:
+            await writer.emit(ErrorEvent(run_id=request.run_id, seq=0, error=exc.info))
+        except Fenced:
+            return Outcome.FENCED
         return Outcome.FAILED
