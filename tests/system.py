@@ -7,7 +7,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,12 @@ from typing import Any
 import openai
 from aiohttp import web
 from clawbus_core.config import Endpoints
+from clawbus_core.infra import free_port
 from clawbus_fakes.models import FakeModelServer
 from clawbus_gateway.app import create_app
 from clawbus_gateway.settings import GatewaySettings
 from clawbus_runner.settings import RunnerSettings
 from clawbus_runner.worker import AgentRunner
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def settings_env(
@@ -67,6 +60,9 @@ def patched_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+__all__ = ["Process", "System", "free_port", "processes", "start_system", "wait_for"]
 
 
 @dataclass

@@ -355,3 +355,18 @@ async def test_a_dropped_upstream_stream_fails_the_run_as_upstream_error(
     assert err.value.status_code == 502
     assert isinstance(err.value.body, dict) and err.value.body["code"] == "upstream_error"
     assert await transcript(db, session) == [("user", "hi")]
+
+
+@pytest.mark.parametrize("header", ["x-openclaw-session-key", "Idempotency-Key"])
+async def test_overlong_keys_are_refused(
+    system: System, db: asyncpg.Connection, header: str
+) -> None:
+    before = await _count_rows(db)
+    with pytest.raises(openai.BadRequestError) as err:
+        await system.openai().chat.completions.create(
+            model="clawbus/echo",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={header: "k" * 257},
+        )
+    assert header in err.value.message
+    assert await _count_rows(db) == before

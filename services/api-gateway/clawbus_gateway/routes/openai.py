@@ -51,6 +51,14 @@ routes = web.RouteTableDef()
 _AGENT_PREFIXES = ("openclaw:", "openclaw/", "agent:", "goclaw:")
 _AGENT_HEADERS = ("x-openclaw-agent-id", "x-goclaw-agent-id")
 _CREATED = int(time.time())
+_MAX_KEY_CHARS = 256
+
+
+def _header(request: web.Request, name: str) -> str | None:
+    value = request.headers.get(name)
+    if value is not None and not 0 < len(value) <= _MAX_KEY_CHARS:
+        raise InvalidRequest(f"header {name} must be 1 to {_MAX_KEY_CHARS} characters", param=name)
+    return value
 
 
 @routes.get("/v1/models")
@@ -124,7 +132,7 @@ def _turn(request: web.Request, body: ChatCompletionRequest) -> Turn:
         trailing.insert(0, message.content)
     if not any(t.strip() for t in trailing):
         raise InvalidRequest("the user message is empty", param="messages")
-    session_key = request.headers.get("x-openclaw-session-key")
+    session_key = _header(request, "x-openclaw-session-key")
     if session_key is None and body.user:
         session_key = f"agent:{agent_key}:openai-user:{body.user}"
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
@@ -140,7 +148,7 @@ def _turn(request: web.Request, body: ChatCompletionRequest) -> Turn:
             max_tokens=body.max_tokens or body.max_completion_tokens,
             stop=stop,
         ),
-        idempotency_key=request.headers.get("Idempotency-Key"),
+        idempotency_key=_header(request, "Idempotency-Key"),
     )
 
 
