@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import aiohttp
 from clawbus_protocol.errors import ClawbusError, ErrorCode, ModelNotFound, UpstreamError
 
 
@@ -17,7 +18,11 @@ def _http_client() -> ModuleType:
     return httpx2
 
 
-TRANSPORT_ERRORS: tuple[type[Exception], ...] = (_http_client().TransportError, OSError)
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    _http_client().TransportError,
+    aiohttp.ClientError,  # the SDKs' aiohttp transport (what the runner uses)
+    OSError,
+)
 
 
 def _retry_after_ms(value: str | None) -> int | None:
