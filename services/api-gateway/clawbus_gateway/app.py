@@ -34,7 +34,7 @@ async def _infrastructure(app: web.Application) -> AsyncIterator[None]:
         await bus.ensure_runs_stream(js, settings.names)
         await relay.start()
         app[RUNS] = RunService(
-            pool, js, relay, settings.names, timeout_s=settings.gateway_request_timeout_s
+            pool, nc, js, relay, settings.names, timeout_s=settings.gateway_request_timeout_s
         )
         yield
     finally:

@@ -19,6 +19,7 @@ from clawbus_core.store import runs as store
 from clawbus_protocol.errors import ServiceUnavailable
 from clawbus_protocol.names import Names
 from clawbus_protocol.runs import RunInput, RunOptions, RunRequest
+from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError as JetStreamAPIError
@@ -59,6 +60,7 @@ class RunService:
     def __init__(
         self,
         pool: Pool,
+        nc: NatsClient,
         js: JetStreamContext,
         relay: RunRelay,
         names: Names,
@@ -66,6 +68,7 @@ class RunService:
         timeout_s: float,
     ) -> None:
         self.pool = pool
+        self.nc = nc
         self.js = js
         self.relay = relay
         self.names = names

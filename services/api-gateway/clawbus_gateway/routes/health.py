@@ -14,7 +14,7 @@ routes = web.RouteTableDef()
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     runs = request.app[RUNS]
-    bus_ok = runs.js._nc.is_connected
+    bus_ok = runs.nc.is_connected
     body = Health(
         status="ok" if bus_ok else "degraded",
         version=__version__,
