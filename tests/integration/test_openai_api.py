@@ -109,8 +109,10 @@ async def test_fifty_concurrent_streams_each_get_their_own_reply(system: System)
 
     results = await asyncio.gather(*(one(i) for i in range(50)))
     for i, text, pieces in results:
-        assert text == f"echo: client {i} says w1 w2 w3 w4 w5 w6 w7 w8"
-        assert len(pieces) > 5  # really streamed, in order (the join equals the reply)
+        assert text == f"echo: client {i} says w1 w2 w3 w4 w5 w6 w7 w8", pieces
+        # Really streamed: the first token goes out alone; later ones may be coalesced
+        # when writes lag the model (by design), so at least two pieces, never one blob.
+        assert len(pieces) >= 2, pieces
 
 
 async def test_session_history_is_sent_to_the_model(system: System) -> None:
