@@ -236,6 +236,23 @@ async def test_missing_and_wrong_token_get_401(system: System) -> None:
             400,
             "user message",
         ),
+        # Postgres text cannot hold NUL: a clear 400, not a 500 from the database.
+        (
+            b'{"model":"clawbus/echo","messages":[{"role":"user","content":"a\\u0000b"}]}',
+            400,
+            "NUL",
+        ),
+        (
+            b'{"model":"clawbus/echo","user":"u\\u0000","messages":[{"role":"user","content":"x"}]}',
+            400,
+            "NUL",
+        ),
+        (b'{"model":"agent:m\\u0000","messages":[{"role":"user","content":"x"}]}', 400, "NUL"),
+        (
+            b'{"model":"clawbus/echo","messages":[{"role":"user","content":"a\\ud800"}]}',
+            400,
+            "JSON",
+        ),
     ],
 )
 async def test_bad_bodies_get_4xx_and_store_nothing(
@@ -359,7 +376,9 @@ async def test_a_dropped_upstream_stream_fails_the_run_as_upstream_error(
     assert await transcript(db, session) == [("user", "hi")]
 
 
-@pytest.mark.parametrize("header", ["x-openclaw-session-key", "Idempotency-Key"])
+@pytest.mark.parametrize(
+    "header", ["x-openclaw-session-key", "Idempotency-Key", "x-openclaw-agent-id"]
+)
 async def test_overlong_keys_are_refused(
     system: System, db: asyncpg.Connection, header: str
 ) -> None:

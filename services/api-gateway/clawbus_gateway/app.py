@@ -28,14 +28,12 @@ async def _infrastructure(app: web.Application) -> AsyncIterator[None]:
     )
     redis = aioredis.Redis.from_url(endpoints.redis_url, max_connections=256)
     nc = await bus.connect(endpoints.nats_url, name=f"api-gateway:{settings.gateway_instance_id}")
-    js = nc.jetstream()
     relay = RunRelay(redis, settings.names, settings.gateway_instance_id)
+    runs = RunService(pool, nc, relay, settings.names, timeout_s=settings.gateway_request_timeout_s)
     try:
-        await bus.ensure_runs_stream(js, settings.names)
+        await bus.ensure_runs_stream(runs.js, settings.names)
         await relay.start()
-        app[RUNS] = RunService(
-            pool, nc, js, relay, settings.names, timeout_s=settings.gateway_request_timeout_s
-        )
+        app[RUNS] = runs
         yield
     finally:
         await relay.stop()

@@ -16,7 +16,7 @@ from uuid import UUID
 from clawbus_core.db import Pool
 from clawbus_core.events import RunRelay, RunWatch
 from clawbus_core.store import runs as store
-from clawbus_protocol.errors import ServiceUnavailable
+from clawbus_protocol.errors import InvalidRequest, ServiceUnavailable
 from clawbus_protocol.names import Names
 from clawbus_protocol.runs import RunInput, RunOptions, RunRequest
 from nats.aio.client import Client as NatsClient
@@ -48,6 +48,20 @@ class Turn:
     tenant_id: UUID = store.DEFAULT_TENANT
 
 
+def _check_storable(turn: Turn) -> None:
+    """Postgres text cannot hold NUL: refuse it here, for every surface, before any write."""
+    fields = {
+        "agent": turn.agent_key,
+        "session": turn.session_key or "",
+        "idempotency key": turn.idempotency_key or "",
+        "system": turn.input.system or "",
+        **{f"messages.{i}.content": m.content for i, m in enumerate(turn.input.messages)},
+    }
+    for name, value in fields.items():
+        if "\x00" in value:
+            raise InvalidRequest(f"{name} contains a NUL character, which cannot be stored")
+
+
 @dataclass(frozen=True)
 class Submitted:
     run_id: UUID
@@ -61,7 +75,6 @@ class RunService:
         self,
         pool: Pool,
         nc: NatsClient,
-        js: JetStreamContext,
         relay: RunRelay,
         names: Names,
         *,
@@ -69,7 +82,7 @@ class RunService:
     ) -> None:
         self.pool = pool
         self.nc = nc
-        self.js = js
+        self.js: JetStreamContext = nc.jetstream()
         self.relay = relay
         self.names = names
         self.timeout_s = timeout_s
@@ -77,6 +90,7 @@ class RunService:
     @asynccontextmanager
     async def submit(self, turn: Turn) -> AsyncIterator[Submitted]:
         """Store and publish the turn's run; yield a watch on its events while the caller reads."""
+        _check_storable(turn)
         run_id = uuid.uuid4()
         agent_key = canonical_agent(turn.agent_key)
         named_session = turn.session_key is not None

@@ -10,7 +10,7 @@ from clawbus_protocol.runs import ChatMessage, ToolCall, Usage
 from clawbus_protocol.settings import ProviderConfig
 
 from clawbus_runner.providers.base import Finish, ModelCall, ProviderEvent, TextDelta, ToolCallOut
-from clawbus_runner.providers.errors import TRANSPORT_ERRORS, upstream_error
+from clawbus_runner.providers.errors import TRANSPORT_ERRORS, sdk_failure
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -20,6 +20,9 @@ _FINISH = {
     "max_tokens": "length",
     "tool_use": "tool_calls",
 }
+
+
+_FAILURES: tuple[type[Exception], ...] = (anthropic.APIError, *TRANSPORT_ERRORS)
 
 
 def _blocks(m: ChatMessage) -> list[dict[str, Any]]:
@@ -80,18 +83,8 @@ class AnthropicProvider:
         try:
             async for event in self._events(params):
                 yield event
-        except anthropic.APIStatusError as exc:
-            raise upstream_error(
-                self.name,
-                exc.status_code,
-                exc.message,
-                model=call.model.id,
-                retry_after=exc.response.headers.get("retry-after"),
-            ) from exc
-        except anthropic.APIError as exc:
-            raise upstream_error(self.name, None, str(exc), model=call.model.id) from exc
-        except TRANSPORT_ERRORS as exc:
-            raise upstream_error(self.name, None, repr(exc), model=call.model.id) from exc
+        except _FAILURES as exc:
+            raise sdk_failure(self.name, exc, model=call.model.id) from exc
 
     async def _events(self, params: dict[str, Any]) -> AsyncIterator[ProviderEvent]:
         async with self._client.messages.stream(**params) as stream:

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from types import ModuleType
-
 import aiohttp
+import httpx2
 from clawbus_protocol.errors import ClawbusError, ErrorCode, ModelNotFound, UpstreamError
 
-
-def _http_client() -> ModuleType:
-    # The provider SDKs moved from httpx to httpx2; a dropped stream can surface as the
-    # HTTP library's own error (the anthropic SDK does not wrap it).
-    try:
-        import httpx2
-    except ImportError:  # pragma: no cover - older SDKs
-        import httpx as httpx2  # type: ignore[no-redef,import-not-found,unused-ignore]
-    return httpx2
-
-
+# A dropped stream can surface as the HTTP layer's own error: the anthropic SDK does not
+# wrap it, and the runner runs both SDKs over their aiohttp transport.
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
-    _http_client().TransportError,
-    aiohttp.ClientError,  # the SDKs' aiohttp transport (what the runner uses)
+    httpx2.TransportError,
+    aiohttp.ClientError,
     OSError,
 )
 
@@ -77,3 +67,18 @@ def upstream_error(
         provider=provider,
         upstream_status=status,
     )
+
+
+def sdk_failure(provider: str, exc: Exception, *, model: str) -> ClawbusError:
+    """Map an SDK or transport exception; the openai and anthropic SDKs share these shapes."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        response = getattr(exc, "response", None)
+        return upstream_error(
+            provider,
+            status,
+            getattr(exc, "message", str(exc)),
+            model=model,
+            retry_after=response.headers.get("retry-after") if response is not None else None,
+        )
+    return upstream_error(provider, None, str(exc) or repr(exc), model=model)

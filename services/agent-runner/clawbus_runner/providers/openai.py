@@ -11,7 +11,9 @@ from clawbus_protocol.runs import ChatMessage, ToolCall, Usage
 from clawbus_protocol.settings import ProviderConfig
 
 from clawbus_runner.providers.base import Finish, ModelCall, ProviderEvent, TextDelta, ToolCallOut
-from clawbus_runner.providers.errors import TRANSPORT_ERRORS, upstream_error
+from clawbus_runner.providers.errors import TRANSPORT_ERRORS, sdk_failure, upstream_error
+
+_FAILURES: tuple[type[Exception], ...] = (openai.APIError, *TRANSPORT_ERRORS)
 
 
 def _message(m: ChatMessage) -> dict[str, Any]:
@@ -62,18 +64,8 @@ class OpenAIProvider:
         try:
             async for event in self._events(params, call.model.id):
                 yield event
-        except openai.APIStatusError as exc:
-            raise upstream_error(
-                self.name,
-                exc.status_code,
-                exc.message,
-                model=call.model.id,
-                retry_after=exc.response.headers.get("retry-after"),
-            ) from exc
-        except openai.APIError as exc:
-            raise upstream_error(self.name, None, str(exc), model=call.model.id) from exc
-        except TRANSPORT_ERRORS as exc:
-            raise upstream_error(self.name, None, repr(exc), model=call.model.id) from exc
+        except _FAILURES as exc:
+            raise sdk_failure(self.name, exc, model=call.model.id) from exc
 
     async def _events(self, params: dict[str, Any], model_id: str) -> AsyncIterator[ProviderEvent]:
         stream = await self._client.chat.completions.create(**params)

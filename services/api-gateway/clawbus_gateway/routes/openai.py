@@ -72,7 +72,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 def _target(model: str, request: web.Request, catalog: ModelCatalog) -> tuple[str, str | None]:
     """(agent key, model override) named by the request."""
-    header_agent = next((request.headers[h] for h in _AGENT_HEADERS if h in request.headers), None)
+    header_agent = next((a for h in _AGENT_HEADERS if (a := _header(request, h))), None)
     for prefix in _AGENT_PREFIXES:
         if model.startswith(prefix):
             agent = model[len(prefix) :]
