@@ -152,6 +152,33 @@ async def test_stateless_request_uses_the_clients_messages(system: System) -> No
     ]
 
 
+async def test_a_changed_agent_prompt_reaches_the_model_at_once(
+    system: System, db: asyncpg.Connection
+) -> None:
+    """The runner may start a stateless call before its claim, with the agent as it last
+    saw it; when the claim shows the agent changed, that call must not be the one used."""
+    agent = f"prefetch-{system.namespace}"
+    await db.execute(
+        """INSERT INTO agents (id, tenant_id, key, name, model, system_prompt)
+           VALUES (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', $1, $1,
+                   'openai/gpt-prefetch', 'prompt one')""",
+        agent,
+    )
+    system.fake.set_default(
+        "gpt-prefetch", lambda r: Reply(text=f"system was: {r.messages[0]['content']}")
+    )
+    client = system.openai()
+    answers = []
+    for prompt in ("prompt one", "prompt two", "prompt three"):
+        await db.execute("UPDATE agents SET system_prompt = $2 WHERE key = $1", agent, prompt)
+        for _ in range(2):  # the second call finds the runner's view of the agent current
+            completion = await client.chat.completions.create(
+                model=f"agent:{agent}", messages=[{"role": "user", "content": "which?"}]
+            )
+            answers.append(completion.choices[0].message.content)
+    assert answers == [f"system was: prompt {n}" for n in ("one", "two", "three") for _ in "12"]
+
+
 async def test_models_list(system: System) -> None:
     models = await system.openai().models.list()
     ids = [m.id for m in models.data]

@@ -93,6 +93,11 @@ class RunEventWriter:
     async def open(
         cls, redis: Redis, names: Names, run_id: UUID, attempt: int, reply_to: str | None
     ) -> RunEventWriter:
+        emit_script = redis.register_script(_EMIT)
+        if attempt == 1:
+            # The first attempt has nothing before it to read, and its writes already lose
+            # to any later attempt's fence: no round trip before the first token.
+            return cls(redis, names, run_id, attempt, reply_to, _emit_script=emit_script)
         script = redis.register_script(_FENCE_AND_READ)
         keys = [names.run_events_key(run_id), names.run_fence_key(run_id)]
         entries = await script(keys=keys, args=[attempt, STREAM_TTL_S])
@@ -110,7 +115,7 @@ class RunEventWriter:
             next_seq=next_seq,
             _unsent_prefix=prior_text,
             _seen_prefix=prior_text,
-            _emit_script=redis.register_script(_EMIT),
+            _emit_script=emit_script,
         )
 
     @property
@@ -126,10 +131,8 @@ class RunEventWriter:
         if not text:
             return
         self._emitted.append(text)
-        if self._first_write:
-            # The first token goes out at once: time to first token is what users feel.
-            await self._write(DeltaEvent(run_id=self.run_id, seq=0, text=text))
-            return
+        # An idle writer sends at once (time to first token is what users feel) without
+        # holding up the model stream; deltas that arrive meanwhile go out together next.
         self._pending.append(text)
         if self._flusher is not None and self._flusher.done():
             flusher, self._flusher = self._flusher, None

@@ -156,12 +156,19 @@ class AgentRunner:
         log.debug("run %s: delivery %d", request.run_id, msg.metadata.num_delivered)
         keep_alive = asyncio.create_task(self._keep_alive(msg))
         try:
-            outcome = await self.executor.run(request)
+            outcome = await self.executor.run(
+                request, first_delivery=msg.metadata.num_delivered == 1
+            )
         except asyncio.CancelledError:
             # Drain ran out of time: the run goes back to the queue for another attempt.
             with contextlib.suppress(Exception):
                 await asyncio.shield(msg.nak())
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # A stray CancelledError from inside the run is a bug; it must not kill the slot.
+            log.error("run %s: cancelled from inside; requeued", request.run_id)
+            return
         except _INFRA_ERRORS:
             log.exception("run %s: infrastructure error; requeueing", request.run_id)
             await msg.nak(delay=1.0)

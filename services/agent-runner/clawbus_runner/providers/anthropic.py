@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,7 @@ from clawbus_protocol.runs import ChatMessage, ToolCall, Usage
 from clawbus_protocol.settings import ProviderConfig
 
 from clawbus_runner.providers.base import Finish, ModelCall, ProviderEvent, TextDelta, ToolCallOut
-from clawbus_runner.providers.errors import TRANSPORT_ERRORS, sdk_failure
+from clawbus_runner.providers.errors import TRANSPORT_ERRORS, sdk_failure, upstream_error
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -81,24 +82,67 @@ class AnthropicProvider:
         if opts.stop:
             params["stop_sequences"] = opts.stop
         try:
-            async for event in self._events(params):
+            async for event in self._events(params, call.model.id):
                 yield event
         except _FAILURES as exc:
             raise sdk_failure(self.name, exc, model=call.model.id) from exc
 
-    async def _events(self, params: dict[str, Any]) -> AsyncIterator[ProviderEvent]:
-        async with self._client.messages.stream(**params) as stream:
-            async for event in stream:
-                if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    yield TextDelta(event.delta.text)
-            final = await stream.get_final_message()
-        for block in final.content:
-            if block.type == "tool_use":
-                arguments = block.input if isinstance(block.input, dict) else {}
-                yield ToolCallOut(ToolCall(id=block.id, name=block.name, arguments=arguments))
-        usage = Usage(
-            prompt_tokens=final.usage.input_tokens,
-            completion_tokens=final.usage.output_tokens,
-            total_tokens=final.usage.input_tokens + final.usage.output_tokens,
+    async def _events(self, params: dict[str, Any], model_id: str) -> AsyncIterator[ProviderEvent]:
+        # As for OpenAI: the SDK's generic post, with events as plain dicts.
+        stream = await self._client.post(
+            "/v1/messages",
+            body={**params, "stream": True},
+            cast_to=object,
+            stream=True,
+            stream_cls=anthropic.AsyncStream[object],
         )
-        yield Finish(reason=_FINISH.get(final.stop_reason or "end_turn", "stop"), usage=usage)
+        input_tokens = output_tokens = 0
+        stop_reason: str | None = None
+        blocks: dict[int, dict[str, Any]] = {}
+        async for event in stream:
+            if not isinstance(event, dict):
+                continue
+            kind = event.get("type")
+            if kind == "content_block_delta":
+                delta = event.get("delta") or {}
+                if delta.get("type") == "text_delta" and delta.get("text"):
+                    yield TextDelta(delta["text"])
+                elif delta.get("type") == "input_json_delta":
+                    block = blocks.get(event.get("index", 0))
+                    if block is not None:
+                        block["json"] += delta.get("partial_json") or ""
+            elif kind == "content_block_start":
+                block = event.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    blocks[event.get("index", 0)] = {
+                        "id": block.get("id", ""),
+                        "name": block.get("name", ""),
+                        "json": "",
+                    }
+            elif kind == "message_start":
+                usage = (event.get("message") or {}).get("usage") or {}
+                input_tokens = int(usage.get("input_tokens") or 0)
+                output_tokens = int(usage.get("output_tokens") or 0)
+            elif kind == "message_delta":
+                stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason
+                usage = event.get("usage") or {}
+                output_tokens = int(usage.get("output_tokens") or output_tokens)
+                input_tokens = int(usage.get("input_tokens") or input_tokens)
+        if stop_reason is None:
+            raise upstream_error(
+                self.name, None, "the stream ended before the model finished", model=model_id
+            )
+        for _, block in sorted(blocks.items()):
+            try:
+                arguments = json.loads(block["json"] or "{}")
+            except json.JSONDecodeError:
+                arguments = {"_raw": block["json"]}
+            if not isinstance(arguments, dict):
+                arguments = {"_raw": block["json"]}
+            yield ToolCallOut(ToolCall(id=block["id"], name=block["name"], arguments=arguments))
+        usage = Usage(
+            prompt_tokens=input_tokens,
+            completion_tokens=output_tokens,
+            total_tokens=input_tokens + output_tokens,
+        )
+        yield Finish(reason=_FINISH.get(stop_reason, "stop"), usage=usage)

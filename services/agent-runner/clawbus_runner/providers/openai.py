@@ -68,29 +68,38 @@ class OpenAIProvider:
             raise sdk_failure(self.name, exc, model=call.model.id) from exc
 
     async def _events(self, params: dict[str, Any], model_id: str) -> AsyncIterator[ProviderEvent]:
-        stream = await self._client.chat.completions.create(**params)
+        # The SDK's generic post keeps its auth, retries, SSE decoding and error types but
+        # skips its per-request param transform and per-chunk pydantic models: chunks come
+        # back as plain dicts. That is ~1.3 ms less per call, most of the runner's overhead.
+        stream = await self._client.post(
+            "/chat/completions",
+            body=params,
+            cast_to=object,
+            stream=True,
+            stream_cls=openai.AsyncStream[object],
+        )
         finish: str | None = None
         usage = Usage()
         calls: dict[int, dict[str, str]] = {}
         async for chunk in stream:
-            if chunk.usage is not None:
-                usage = Usage(
-                    prompt_tokens=chunk.usage.prompt_tokens,
-                    completion_tokens=chunk.usage.completion_tokens,
-                    total_tokens=chunk.usage.total_tokens,
-                )
-            for choice in chunk.choices:
-                delta = choice.delta
-                if delta.content:
-                    yield TextDelta(delta.content)
-                for frag in delta.tool_calls or ():
-                    slot = calls.setdefault(frag.index, {"id": "", "name": "", "arguments": ""})
-                    slot["id"] = frag.id or slot["id"]
-                    if frag.function is not None:
-                        slot["name"] += frag.function.name or ""
-                        slot["arguments"] += frag.function.arguments or ""
-                if choice.finish_reason:
-                    finish = choice.finish_reason
+            if not isinstance(chunk, dict):
+                continue
+            if chunk.get("usage"):
+                usage = _usage(chunk["usage"])
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    yield TextDelta(delta["content"])
+                for frag in delta.get("tool_calls") or ():
+                    slot = calls.setdefault(
+                        frag.get("index", 0), {"id": "", "name": "", "arguments": ""}
+                    )
+                    slot["id"] = frag.get("id") or slot["id"]
+                    function = frag.get("function") or {}
+                    slot["name"] += function.get("name") or ""
+                    slot["arguments"] += function.get("arguments") or ""
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
         if finish is None:
             raise upstream_error(
                 self.name, None, "the stream ended before the model finished", model=model_id
@@ -100,5 +109,17 @@ class OpenAIProvider:
                 arguments = json.loads(slot["arguments"] or "{}")
             except json.JSONDecodeError:
                 arguments = {"_raw": slot["arguments"]}
+            if not isinstance(arguments, dict):
+                arguments = {"_raw": slot["arguments"]}
             yield ToolCallOut(ToolCall(id=slot["id"], name=slot["name"], arguments=arguments))
         yield Finish(reason=finish, usage=usage)
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    prompt = int(raw.get("prompt_tokens") or 0)
+    completion = int(raw.get("completion_tokens") or 0)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=int(raw.get("total_tokens") or prompt + completion),
+    )

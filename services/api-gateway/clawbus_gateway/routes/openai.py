@@ -264,46 +264,48 @@ async def _stream(
             **_headers(sub),
         }
     )
-    await response.prepare(request)
     chunk_id = f"chatcmpl-{sub.run_id.hex}"
     created = int(time.time())
 
-    async def send(
-        delta: ChunkDelta, finish: str | None = None, usage: Usage | None = None
-    ) -> None:
+    def frame(delta: ChunkDelta, finish: str | None = None, usage: Usage | None = None) -> bytes:
         choices = [] if usage is not None else [ChunkChoice(delta=delta, finish_reason=finish)]
         chunk = ChatCompletionChunk(
             id=chunk_id, created=created, model=body.model, choices=choices, usage=usage
         )
-        await response.write(
-            b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
-        )
+        return b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
     include_usage = body.stream_options is not None and body.stream_options.include_usage
+    # The role chunk travels with the first event, and both with the headers: one write.
+    frames = [frame(ChunkDelta(role="assistant", content=""))]
+    await response.prepare(request)  # aiohttp holds the headers until the first write
     try:
-        await send(ChunkDelta(role="assistant", content=""))
         event: RunEvent | None = first
         while event is not None:
             if isinstance(event, DeltaEvent):
-                await send(ChunkDelta(content=event.text))
+                frames.append(frame(ChunkDelta(content=event.text)))
             elif isinstance(event, DoneEvent):
-                await send(ChunkDelta(), finish=event.finish_reason)
+                frames.append(frame(ChunkDelta(), finish=event.finish_reason))
                 if include_usage:
-                    await send(ChunkDelta(), usage=event.usage)
+                    frames.append(frame(ChunkDelta(), usage=event.usage))
                 break
             elif isinstance(event, ErrorEvent):
-                await response.write(
-                    b"data: " + event.error.envelope().model_dump_json().encode() + b"\n\n"
-                )
+                frames.append(b"data: " + event.error.envelope().model_dump_json().encode())
+                frames.append(b"\n\n")
                 break
             elif event.type == "aborted":
-                await send(ChunkDelta(), finish="stop")
+                frames.append(frame(ChunkDelta(), finish="stop"))
                 break
+            await response.write(b"".join(frames))
+            frames.clear()
             event = await anext(events, None)
     except ClawbusError as exc:  # e.g. the run outlived the request timeout
-        await response.write(b"data: " + exc.info.envelope().model_dump_json().encode() + b"\n\n")
+        frames.append(b"data: " + exc.info.envelope().model_dump_json().encode() + b"\n\n")
     except ConnectionResetError:
         return response  # the client left; the run still completes and is stored
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
+    frames.append(b"data: [DONE]\n\n")
+    try:
+        await response.write(b"".join(frames))
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
     return response
