@@ -88,7 +88,7 @@ WITH r AS (
     INSERT INTO usage (tenant_id, run_id, session_id, agent_id, model,
                        prompt_tokens, completion_tokens, total_tokens)
     SELECT tenant_id, id, session_id, agent_id, $4, $6, $7, $8 FROM r
-    ON CONFLICT (run_id) DO NOTHING
+    ON CONFLICT (run_id, model) DO NOTHING
 ), s AS (
     UPDATE sessions SET updated_at = now() WHERE id = (SELECT session_id FROM r)
 )
