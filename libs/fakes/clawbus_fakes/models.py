@@ -30,6 +30,7 @@ from clawbus_fakes._wire import CONTENT, TERMINAL, Events, Plan, ToolPlan, encod
 __all__ = [
     "DefaultReply",
     "FakeModelServer",
+    "NamedError",
     "RecordedRequest",
     "Reply",
     "ToolCall",
@@ -38,9 +39,22 @@ __all__ = [
 ]
 
 WireProtocol = Literal["openai", "anthropic"]
+# Errors a Reply can name, answered with each wire's real body for them (see Reply.error).
+NamedError = Literal["context_length_exceeded"]
 
 # Words with their leading whitespace, so "".join(chunks) == text; trailing space joins the last.
 _WORD_RE: Final = re.compile(r"\s*\S+(?:\s+$)?|\s+")
+# Context-length errors as the real APIs word them (only the token counts vary there).
+_CONTEXT_LENGTH_OPENAI: Final = (
+    "This model's maximum context length is 128000 tokens. However, your messages resulted in "
+    "131072 tokens. Please reduce the length of the messages."
+)
+_CONTEXT_LENGTH_ANTHROPIC: Final = "prompt is too long: 208310 tokens > 200000 maximum"
+# A refusal scripted in either wire's name is answered in the requested wire's name.
+_REFUSAL: Final[dict[str, dict[str, str]]] = {
+    "openai": {"refusal": "content_filter"},
+    "anthropic": {"content_filter": "refusal"},
+}
 # Tool arguments stream in fragments of this many characters, like a tokenizer would cut them.
 _ARG_FRAGMENT: Final = 16
 _MAX_BODY: Final = 64 * 1024 * 1024  # agents send long transcripts; aiohttp's default is 1 MiB
@@ -64,7 +78,10 @@ class Reply:
     `retry-after: 1` unless `retry_after_s` says otherwise. `drop_after_chunks` closes the socket
     after that many content chunks (text pieces or tool-argument fragments) with no terminal event;
     on a non-streaming call it closes the socket before any response. `finish_reason` defaults to
-    stop/tool_calls (OpenAI) or end_turn/tool_use (Anthropic); either wire's name is accepted.
+    stop/tool_calls (OpenAI) or end_turn/tool_use (Anthropic); either wire's name is accepted
+    (a refusal: `content_filter` / `refusal`). `error` names an error answered with each wire's
+    real body for it, with `status` 400 unless given: `"context_length_exceeded"` is OpenAI's
+    `error.code` of that name and Anthropic's "prompt is too long: ..." invalid_request_error.
     """
 
     text: str = ""
@@ -76,8 +93,11 @@ class Reply:
     drop_after_chunks: int | None = None
     finish_reason: str | None = None
     retry_after_s: float | None = None
+    error: NamedError | None = None
 
     def __post_init__(self) -> None:
+        if self.error is not None and self.status is None:
+            self.status = 400
         if self.status is not None and self.status < 400:
             raise ValueError(f"Reply.status must be an HTTP error (>= 400), got {self.status}")
         if self.drop_after_chunks is not None and self.drop_after_chunks < 0:
@@ -310,7 +330,10 @@ class FakeModelServer:
                     ],
                 )
             )
-        return Plan(reply.content_chunks(), tools, reply.finish_reason, recorded.prompt_tokens)
+        finish = reply.finish_reason
+        if finish is not None:
+            finish = _REFUSAL[recorded.protocol].get(finish, finish)
+        return Plan(reply.content_chunks(), tools, finish, recorded.prompt_tokens)
 
     async def _handle_openai(self, request: web.Request) -> web.StreamResponse:
         rid = f"req_fake{next(self._ids):016d}"
@@ -322,9 +345,12 @@ class FakeModelServer:
         if reply.delay_s > 0:
             await asyncio.sleep(reply.delay_s)
         if reply.status is not None:
-            return _json_response(
-                _openai_wire.error_body(reply.status), reply.status, _error_headers(reply, headers)
-            )
+            body = _openai_wire.error_body(reply.status)
+            if reply.error == "context_length_exceeded":
+                body["error"].update(
+                    message=_CONTEXT_LENGTH_OPENAI, param="messages", code=reply.error
+                )
+            return _json_response(body, reply.status, _error_headers(reply, headers))
         plan = self._plan(reply, recorded, "call_")
         cid, created = f"chatcmpl-fake{next(self._ids):016d}", int(time.time())
         if not recorded.stream:
@@ -347,8 +373,11 @@ class FakeModelServer:
         if reply.delay_s > 0:
             await asyncio.sleep(reply.delay_s)
         if reply.status is not None:
+            message = (
+                _CONTEXT_LENGTH_ANTHROPIC if reply.error == "context_length_exceeded" else None
+            )
             return _json_response(
-                _anthropic_wire.error_body(reply.status, rid),
+                _anthropic_wire.error_body(reply.status, rid, message),
                 reply.status,
                 _error_headers(reply, headers),
             )

@@ -14,7 +14,8 @@
     ├── Timeout                  504  a run did not finish within the limit
     └── InternalError            500  a bug: never raised on purpose for bad input
 
-The HTTP status of each code is defined once, in `HTTP_STATUS`.
+The HTTP status of each code is defined once, in `HTTP_STATUS`. A failed model call also
+names its `ModelErrorKind` in `details["kind"]`, which decides retry and failover.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     ABORTED = "aborted"
     INTERNAL_ERROR = "internal_error"
+
+
+class ModelErrorKind(StrEnum):
+    """Why a model call failed; exactly one per failure, in `ErrorInfo.details["kind"]`."""
+
+    RATE_LIMIT = "rate_limit"  # 429, overloaded (529, `overloaded_error`)
+    TIMEOUT = "timeout"  # SDK or transport timeout, 408/504, our per-attempt timeout
+    CONTEXT_LENGTH = "context_length"  # the prompt does not fit the model: compact and retry
+    REFUSAL = "refusal"  # content filter or refusal stop reason
+    UNKNOWN = "unknown"  # everything else: 5xx and dropped streams (retryable), other 4xx (not)
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
