@@ -165,7 +165,8 @@ async def test_a_changed_agent_prompt_reaches_the_model_at_once(
         agent,
     )
     system.fake.set_default(
-        "gpt-prefetch", lambda r: Reply(text=f"system was: {r.messages[0]['content']}")
+        "gpt-prefetch",
+        lambda r: Reply(text=f"system was: {r.messages[0]['content'].splitlines()[0]}"),
     )
     client = system.openai()
     answers = []

@@ -1,10 +1,12 @@
-"""Two agent-runner processes share the work; kill -9 of the one holding a run mid-stream:
-the run completes via redelivery, the client sees the reply once, the session has exactly
-one assistant message for it."""
+"""Two agent-runner processes share the work; kill -9 of the one holding a run (and its
+session's lane) mid-stream: the run completes via redelivery, the client sees the reply
+once, the session has exactly one assistant message for it, and the session's next message
+completes within the lane lease time plus a few seconds."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -29,6 +31,7 @@ async def test_kill_9_of_the_runner_mid_stream(
     fake_models.set_default("gpt-slow", Reply(text=reply, chunk_delay_s=0.05))
     overrides = {
         "CLAWBUS_RUNNER_ACK_WAIT_S": "2",
+        "CLAWBUS_RUNNER_LEASE_S": "3",
         "CLAWBUS_RUNNER_CONCURRENCY": "4",
         "CLAWBUS_LOG_LEVEL": "DEBUG",
     }
@@ -81,14 +84,29 @@ async def test_kill_9_of_the_runner_mid_stream(
             holder = await db.fetchval("SELECT runner_id FROM runs WHERE id = $1::uuid", run_id)
             assert holder in runners
             runners[holder].kill9()
+            killed_at = time.monotonic()
 
             async def rest() -> None:
                 async for chunk in iterator:
                     if chunk.choices:
                         pieces.append(chunk.choices[0].delta.content or "")
 
-            await asyncio.wait_for(rest(), timeout=60)
+            async def next_message() -> float:
+                fake_models.set_default("gpt-next", Reply(text="next ok"))
+                answer = await client.chat.completions.create(
+                    model="openai/gpt-next",
+                    messages=[{"role": "user", "content": "and then?"}],
+                    extra_headers={"x-openclaw-session-key": f"kill-9-{namespace}"},
+                )
+                assert answer.choices[0].message.content == "next ok"
+                return time.monotonic() - killed_at
+
+            _, next_after = await asyncio.wait_for(
+                asyncio.gather(rest(), next_message()), timeout=60
+            )
             assert "".join(pieces) == reply
+            # Lease 3 s; the slow run (~2 s of chunks) is re-run first, in order.
+            assert next_after < 3 + 2 + 5, f"the next message took {next_after:.1f}s"
 
             row = await db.fetchrow(
                 "SELECT status, attempt, runner_id FROM runs WHERE id = $1::uuid", run_id

@@ -244,7 +244,7 @@ class RunRelay:
         self.redis = redis
         self.names = names
         self.channel = names.gateway_channel(instance_id)
-        self._watches: dict[UUID, RunWatch] = {}
+        self._watches: dict[UUID, list[RunWatch]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -261,11 +261,14 @@ class RunRelay:
     @contextlib.contextmanager
     def watch(self, run_id: UUID, *, idle_fill_s: float = 2.0) -> Iterator[RunWatch]:
         watch = RunWatch(self, run_id, idle_fill_s=idle_fill_s)
-        self._watches[run_id] = watch
+        self._watches.setdefault(run_id, []).append(watch)
         try:
             yield watch
         finally:
-            self._watches.pop(run_id, None)
+            watches = self._watches.get(run_id, [])
+            watches.remove(watch)
+            if not watches:
+                del self._watches[run_id]
 
     @property
     def active(self) -> int:
@@ -296,6 +299,5 @@ class RunRelay:
         except ValueError:
             log.exception("dropping a malformed run event on %s", self.channel)
             return
-        watch = self._watches.get(event.run_id)
-        if watch is not None:
+        for watch in self._watches.get(event.run_id, ()):
             watch.push(event)

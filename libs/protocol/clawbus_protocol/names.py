@@ -39,6 +39,12 @@ class Names:
         """The one durable pull consumer every agent-runner replica shares."""
         return "agent-runners"
 
+    # --- NATS core (fire-and-forget notices; the database stays the source of truth) ---
+    @property
+    def runs_abort_subject(self) -> str:
+        """Every runner hears abort requests and stops the run if it is executing it."""
+        return f"{self.namespace}.runs.abort"
+
     # --- Redis ------------------------------------------------------------------------
     def run_events_key(self, run_id: UUID) -> str:
         """Capped stream of a run's events, for replay and gap filling."""

@@ -58,6 +58,9 @@ class RunInput(BaseModel):
     use_session_history: bool = False
 
 
+QueueMode = Literal["followup", "collect", "interrupt"]
+
+
 class RunRequest(BaseModel):
     """Published on the runs work-queue once the run row is committed."""
 
@@ -74,7 +77,17 @@ class RunRequest(BaseModel):
     options: RunOptions = Field(default_factory=RunOptions)
     # Redis channel of the gateway replica holding the client; None for fire-and-forget runs.
     reply_to: str | None = None
+    # What this run does when its session is busy: run after (followup), merge with other
+    # waiting messages into one follow-up (collect), or abort the current run (interrupt).
+    queue_mode: QueueMode = "followup"
     created_at: float = Field(default_factory=time.time)
+
+
+class AbortNotice(BaseModel):
+    """NATS core, to every runner: stop these runs if you are executing them."""
+
+    run_ids: list[UUID]
+    reason: str = "aborted by request"
 
 
 class Usage(BaseModel):
@@ -151,3 +164,12 @@ def parse_event(raw: bytes | str) -> RunEvent:
 
 def is_terminal(event: RunEvent) -> bool:
     return event.type in TERMINAL_TYPES
+
+
+class AbortResult(BaseModel):
+    """Answer to an abort request (HTTP; WS `chat.abort` later): what is stopping."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    aborted: bool
+    run_ids: list[UUID] = Field(alias="runIds")

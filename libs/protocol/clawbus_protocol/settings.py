@@ -60,6 +60,10 @@ class ClawbusSettings(BaseSettings):
 
     # Models: `provider/model`. The offline `clawbus/echo` always exists.
     default_model: str = "clawbus/echo"
+    # Network destinations agents may reach although they are loopback/private/link-local
+    # (web_fetch, the browser): CIDRs, IPs or hostnames, each optionally with `:port`.
+    # JSON list in env: CLAWBUS_NET_ALLOW='["10.0.0.0/8", "intranet.example:8080"]'.
+    net_allow: list[str] = []
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("CLAWBUS_OPENAI_API_KEY", "OPENAI_API_KEY")
     )

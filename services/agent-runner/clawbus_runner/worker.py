@@ -27,9 +27,12 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from clawbus_runner.execute import Executor, Outcome
+from clawbus_runner.execute import Executor
+from clawbus_runner.failover import ModelFailover, RetryPolicy
+from clawbus_runner.lanes import Delivery, Lanes
 from clawbus_runner.providers import Providers
 from clawbus_runner.settings import RunnerSettings
+from clawbus_runner.toolset import build_tools
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class AgentRunner:
             max_deliver=self.settings.runner_max_deliver,
         )
         self.providers = Providers()
+        self.tools = build_tools(self.settings)
         self.executor = Executor(
             settings=self.settings,
             pool=self.pool,
@@ -81,7 +85,18 @@ class AgentRunner:
             names=self.names,
             catalog=catalog,
             providers=self.providers,
+            tools=self.tools.registry,
+            failover=ModelFailover(self.providers, catalog, RetryPolicy()),
         )
+        self.lanes = Lanes(
+            settings=self.settings,
+            pool=self.pool,
+            redis=self.redis,
+            nc=self.nc,
+            names=self.names,
+            executor=self.executor,
+        )
+        await self.nc.subscribe(self.names.runs_abort_subject, cb=self.lanes.on_abort)
         self._slots = [
             asyncio.create_task(self._slot(i), name=f"runner-slot-{i}")
             for i in range(self.settings.runner_concurrency)
@@ -102,6 +117,7 @@ class AgentRunner:
     ) -> None:
         await self.drain()
         await self.providers.aclose()
+        await self.tools.aclose()
         with contextlib.suppress(Exception):
             await self.nc.drain()
         await self.redis.aclose()
@@ -153,12 +169,11 @@ class AgentRunner:
             log.exception("discarding a malformed run request")
             await msg.term()
             return
-        log.debug("run %s: delivery %d", request.run_id, msg.metadata.num_delivered)
+        delivery = msg.metadata.num_delivered
+        log.debug("run %s: delivery %d", request.run_id, delivery)
         keep_alive = asyncio.create_task(self._keep_alive(msg))
         try:
-            outcome = await self.executor.run(
-                request, first_delivery=msg.metadata.num_delivered == 1
-            )
+            outcome = await self.lanes.handle(request, first_delivery=delivery == 1)
         except asyncio.CancelledError:
             # Drain ran out of time: the run goes back to the queue for another attempt.
             with contextlib.suppress(Exception):
@@ -181,9 +196,13 @@ class AgentRunner:
         finally:
             keep_alive.cancel()
         log.debug("run %s: %s", request.run_id, outcome.value)
-        if outcome is not Outcome.FENCED:
+        if outcome is Delivery.DONE:
             await msg.ack()
             self.completed += 1
+        else:
+            # Its session is busy: the lane holder will run it; look again after a while
+            # (sooner at first, then up to the lease time, when a dead holder's lane frees).
+            await msg.nak(delay=min(self.settings.runner_lease_s, 0.25 * 2 ** min(delivery, 6)))
 
     async def _keep_alive(self, msg: Msg) -> None:
         interval = max(0.5, self.settings.runner_ack_wait_s / 3)

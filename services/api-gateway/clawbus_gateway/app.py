@@ -15,7 +15,7 @@ from clawbus_core.models import ModelCatalog
 from clawbus_gateway.auth import auth_middleware
 from clawbus_gateway.errors import error_middleware
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS, SETTINGS_TOKEN
-from clawbus_gateway.routes import health, openai
+from clawbus_gateway.routes import health, openai, runs
 from clawbus_gateway.runs import RunService
 from clawbus_gateway.settings import GatewaySettings
 
@@ -53,4 +53,5 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.cleanup_ctx.append(_infrastructure)
     app.add_routes(health.routes)
     app.add_routes(openai.routes)
+    app.add_routes(runs.routes)
     return app

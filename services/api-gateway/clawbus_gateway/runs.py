@@ -13,12 +13,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from clawbus_core import aborts
 from clawbus_core.db import Pool
 from clawbus_core.events import RunRelay, RunWatch
 from clawbus_core.store import runs as store
 from clawbus_protocol.errors import InvalidRequest, ServiceUnavailable
 from clawbus_protocol.names import Names
-from clawbus_protocol.runs import RunInput, RunOptions, RunRequest
+from clawbus_protocol.runs import QueueMode, RunInput, RunOptions, RunRequest
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -27,6 +28,7 @@ from nats.js.errors import APIError as JetStreamAPIError
 log = logging.getLogger(__name__)
 
 DEFAULT_AGENT = "main"
+_REPLAY_POLL_S = 0.25
 _AGENT_ALIASES = {"default": DEFAULT_AGENT}
 
 
@@ -45,6 +47,7 @@ class Turn:
     options: RunOptions = field(default_factory=RunOptions)
     channel: str = "api"
     idempotency_key: str | None = None
+    queue_mode: QueueMode | None = None  # None: the agent's own mode
     tenant_id: UUID = store.DEFAULT_TENANT
 
 
@@ -108,12 +111,21 @@ class RunService:
                 idempotency_key=turn.idempotency_key or str(run_id),
                 model=turn.options.model,
                 user_text=turn.user_text,
+                run_input=turn.input,
+                options=turn.options,
+                reply_to=self.relay.channel,
+                queue_mode=turn.queue_mode,
+                named_session=named_session,
             )
             if isinstance(created, store.ExistingRun):
-                yield Submitted(created.run_id, session_key, watch, existing=created)
+                # The same request again: answer with that run, waiting for it if needed.
+                # Its live events go to the gateway replica that started it, so this watch
+                # reads the run's stream (polling it briefly) instead.
+                with self.relay.watch(created.run_id, idle_fill_s=_REPLAY_POLL_S) as replay:
+                    yield Submitted(created.run_id, created.session_key, replay, existing=created)
                 return
             run_input = turn.input.model_copy(
-                update={"use_session_history": named_session and not created.session_created}
+                update={"use_session_history": created.use_session_history}
             )
             request = RunRequest(
                 run_id=run_id,
@@ -126,9 +138,23 @@ class RunService:
                 input=run_input,
                 options=turn.options,
                 reply_to=self.relay.channel,
+                queue_mode=created.queue_mode,
             )
             await self._publish(request)
             yield Submitted(run_id, session_key, watch)
+
+    async def abort(
+        self, tenant_id: UUID, *, run_id: UUID | None = None, session_key: str | None = None
+    ) -> aborts.AbortResult:
+        return await aborts.request_abort(
+            self.pool,
+            self.nc,
+            self.relay.redis,
+            self.names,
+            tenant_id=tenant_id,
+            run_id=run_id,
+            session_key=session_key,
+        )
 
     async def _publish(self, request: RunRequest) -> None:
         try:

@@ -6,13 +6,12 @@ match the attempt that claimed it, so a stale runner's late write changes nothin
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 from uuid import UUID
 
 from clawbus_protocol.errors import ErrorInfo, NotFound
-from clawbus_protocol.runs import ChatMessage, Usage
+from clawbus_protocol.runs import ChatMessage, QueueMode, RunInput, RunOptions, Usage
 
 from clawbus_core.db import Pool
 
@@ -29,10 +28,14 @@ WITH a AS (
     ON CONFLICT (tenant_id, session_key) DO UPDATE SET updated_at = now()
     RETURNING id, (xmax = 0) AS created
 ), r AS (
-    INSERT INTO runs (id, tenant_id, session_id, agent_id, idempotency_key, model)
-    SELECT $6, $1, s.id, a.id, $7, $8 FROM s, a
+    INSERT INTO runs (id, tenant_id, session_id, agent_id, idempotency_key, model,
+                      input, options, reply_to, queue_mode)
+    SELECT $6, $1, s.id, a.id, $7, $8,
+           jsonb_set($10::jsonb, '{use_session_history}', to_jsonb($11::bool AND NOT s.created)),
+           $12::jsonb, $13, coalesce($14, a.queue_mode)
+    FROM s, (SELECT id, queue_mode FROM agents WHERE tenant_id = $1 AND key = $2) a
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-    RETURNING id, session_id
+    RETURNING id, session_id, input, queue_mode
 ), m AS (
     INSERT INTO messages (tenant_id, session_id, run_id, run_step, role, content)
     SELECT $1, r.session_id, r.id, 0, 'user', $9 FROM r
@@ -40,54 +43,51 @@ WITH a AS (
 SELECT (SELECT id FROM a) AS agent_id,
        (SELECT id FROM s) AS session_id,
        (SELECT created FROM s) AS session_created,
-       (SELECT id FROM r) AS run_id
+       (SELECT id FROM r) AS run_id,
+       (SELECT (input->>'use_session_history')::bool FROM r) AS use_session_history,
+       (SELECT queue_mode FROM r) AS queue_mode
 """
 
 _EXISTING = """
-SELECT r.id, r.status, r.session_id, r.model, r.finish_reason, r.error,
-       m.content AS text,
+SELECT r.id, r.status, r.session_id, r.model, r.finish_reason, r.error, s.session_key,
+       (SELECT m.content FROM messages m WHERE m.run_id = r.id AND m.role = 'assistant'
+        ORDER BY m.run_step DESC LIMIT 1) AS text,
        u.prompt_tokens, u.completion_tokens, u.total_tokens
 FROM runs r
-LEFT JOIN messages m ON m.run_id = r.id AND m.role = 'assistant'
-LEFT JOIN usage u ON u.run_id = r.id
+JOIN sessions s ON s.id = r.session_id
+LEFT JOIN LATERAL (
+    SELECT sum(prompt_tokens)::int AS prompt_tokens,
+           sum(completion_tokens)::int AS completion_tokens,
+           sum(total_tokens)::int AS total_tokens
+    FROM usage WHERE run_id = r.id
+) u ON true
 WHERE r.tenant_id = $1 AND r.idempotency_key = $2
-ORDER BY m.run_step DESC NULLS LAST
-LIMIT 1
 """
 
-_CLAIM = """
-WITH c AS (
-    UPDATE runs SET status = 'running', attempt = attempt + 1, runner_id = $2,
-                    started_at = coalesce(started_at, now())
-    WHERE id = $1 AND status IN ('queued', 'running')
-    RETURNING id, session_id, agent_id, attempt
-)
-SELECT c.attempt, a.model AS agent_model, a.system_prompt,
-       CASE WHEN $3::bool THEN (
-           SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content)
-                                    ORDER BY h.id), '[]'::json)
-           FROM (SELECT m.id, m.role, m.content FROM messages m
-                 WHERE m.session_id = c.session_id
-                   AND m.role IN ('user', 'assistant')
-                   AND m.id <= (SELECT max(u.id) FROM messages u WHERE u.run_id = c.id)
-                 ORDER BY m.id DESC LIMIT $4) h
-       ) END AS history
-FROM c JOIN agents a ON a.id = c.agent_id
-"""
-
-_COMPLETE = """
+_FINISH = """
 WITH r AS (
-    UPDATE runs SET status = 'completed', finished_at = now(), finish_reason = $3, model = $4
+    UPDATE runs SET status = $3, finished_at = now(), finish_reason = $4,
+                    model = coalesce($5, model), error = $6, steps = $7
     WHERE id = $1 AND attempt = $2 AND status = 'running'
     RETURNING id, tenant_id, session_id, agent_id
+), merged AS (
+    UPDATE runs SET status = $3, finished_at = now(), error = $6
+    WHERE merged_into = (SELECT id FROM r)
 ), m AS (
-    INSERT INTO messages (tenant_id, session_id, run_id, run_step, role, content)
-    SELECT tenant_id, session_id, id, 1, 'assistant', $5 FROM r
+    INSERT INTO messages (tenant_id, session_id, run_id, run_step, role, content,
+                          tool_calls, tool_call_id)
+    SELECT r.tenant_id, r.session_id, r.id, x.step, x.role, x.content, x.tool_calls,
+           x.tool_call_id
+    FROM r, jsonb_to_recordset($8::jsonb)
+         AS x(step int, role text, content text, tool_calls jsonb, tool_call_id text)
     ON CONFLICT (run_id, run_step) DO NOTHING
 ), u AS (
     INSERT INTO usage (tenant_id, run_id, session_id, agent_id, model,
                        prompt_tokens, completion_tokens, total_tokens)
-    SELECT tenant_id, id, session_id, agent_id, $4, $6, $7, $8 FROM r
+    SELECT r.tenant_id, r.id, r.session_id, r.agent_id, x.model,
+           x.prompt_tokens, x.completion_tokens, x.total_tokens
+    FROM r, jsonb_to_recordset($9::jsonb)
+         AS x(model text, prompt_tokens int, completion_tokens int, total_tokens int)
     ON CONFLICT (run_id, model) DO NOTHING
 ), s AS (
     UPDATE sessions SET updated_at = now() WHERE id = (SELECT session_id FROM r)
@@ -108,6 +108,8 @@ class NewRun:
     agent_id: UUID
     session_id: UUID
     session_created: bool
+    use_session_history: bool
+    queue_mode: QueueMode
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class ExistingRun:
 
     run_id: UUID
     session_id: UUID
+    session_key: str
     status: RunStatus
     model: str | None
     text: str | None
@@ -125,11 +128,22 @@ class ExistingRun:
 
 
 @dataclass(frozen=True)
-class Claim:
-    attempt: int
-    agent_model: str | None
-    system_prompt: str
-    history: list[ChatMessage] | None
+class StoredMessage:
+    """A message a run produced, stored when the run ends (steps count from 1)."""
+
+    step: int
+    message: ChatMessage
+
+    def row(self) -> dict[str, Any]:
+        m = self.message
+        calls = [c.model_dump(mode="json") for c in m.tool_calls] or None
+        return {
+            "step": self.step,
+            "role": m.role,
+            "content": m.content,
+            "tool_calls": calls,
+            "tool_call_id": m.tool_call_id,
+        }
 
 
 async def create_run(
@@ -144,8 +158,15 @@ async def create_run(
     idempotency_key: str,
     model: str | None,
     user_text: str,
+    run_input: RunInput,
+    options: RunOptions,
+    reply_to: str | None,
+    queue_mode: QueueMode | None,
+    named_session: bool,
 ) -> NewRun | ExistingRun:
-    """Store the session (if new), the run and the user message in one statement."""
+    """Store the session (if new), the run (with its request, so that any runner holding
+    the session's lane can run it) and the user message in one statement. The session's
+    history is used when the session is named and existed before this run."""
     row = await pool.fetchrow(
         _INTAKE,
         tenant_id,
@@ -157,6 +178,11 @@ async def create_run(
         idempotency_key,
         model,
         user_text,
+        run_input.model_dump(mode="json"),
+        named_session,
+        options.model_dump(mode="json", exclude_none=True),
+        reply_to,
+        queue_mode,
     )
     assert row is not None
     if row["agent_id"] is None:
@@ -170,6 +196,8 @@ async def create_run(
         agent_id=row["agent_id"],
         session_id=row["session_id"],
         session_created=row["session_created"],
+        use_session_history=row["use_session_history"],
+        queue_mode=row["queue_mode"],
     )
 
 
@@ -180,6 +208,7 @@ async def find_run(pool: Pool, tenant_id: UUID, idempotency_key: str) -> Existin
     return ExistingRun(
         run_id=row["id"],
         session_id=row["session_id"],
+        session_key=row["session_key"],
         status=row["status"],
         model=row["model"],
         text=row["text"],
@@ -193,45 +222,31 @@ async def find_run(pool: Pool, tenant_id: UUID, idempotency_key: str) -> Existin
     )
 
 
-async def claim_run(
-    pool: Pool, run_id: UUID, runner_id: str, *, with_history: bool, history_limit: int
-) -> Claim | None:
-    """Take the run for a new attempt; None when it is already finished (a duplicate)."""
-    row = await pool.fetchrow(_CLAIM, run_id, runner_id, with_history, history_limit)
-    if row is None:
-        return None
-    history: list[ChatMessage] | None = None
-    if row["history"] is not None:
-        history = [ChatMessage.model_validate(m) for m in json.loads(row["history"])]
-    return Claim(
-        attempt=row["attempt"],
-        agent_model=row["agent_model"],
-        system_prompt=row["system_prompt"],
-        history=history,
-    )
-
-
-async def complete_run(
+async def finish_run(
     pool: Pool,
     run_id: UUID,
     attempt: int,
     *,
-    text: str,
-    model: str,
-    finish_reason: str,
-    usage: Usage,
+    status: Literal["completed", "failed", "aborted"],
+    messages: list[StoredMessage],
+    usage: dict[str, Usage],
+    model: str | None,
+    finish_reason: str | None = None,
+    error: ErrorInfo | None = None,
 ) -> bool:
-    """Store the reply and usage and mark the run completed; False if the attempt is stale."""
+    """End the run: status, its messages and usage per model, in one statement that only
+    matches the attempt that claimed it (False if a newer attempt owns the run)."""
     updated: int = await pool.fetchval(
-        _COMPLETE,
+        _FINISH,
         run_id,
         attempt,
+        status,
         finish_reason,
         model,
-        text,
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        usage.total_tokens,
+        error.model_dump(mode="json") if error is not None else None,
+        sum(1 for m in messages if m.message.role == "assistant"),
+        [m.row() for m in messages],
+        [{"model": name, **u.model_dump()} for name, u in usage.items()],
     )
     return updated == 1
 

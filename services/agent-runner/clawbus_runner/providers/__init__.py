@@ -7,6 +7,7 @@ from clawbus_runner.providers.base import (
     ProviderEvent,
     TextDelta,
     ToolCallOut,
+    ToolDef,
 )
 from clawbus_runner.providers.registry import Providers
 
@@ -18,4 +19,5 @@ __all__ = [
     "Providers",
     "TextDelta",
     "ToolCallOut",
+    "ToolDef",
 ]

@@ -20,6 +20,8 @@ _FINISH = {
     "stop_sequence": "stop",
     "max_tokens": "length",
     "tool_use": "tool_calls",
+    # OpenAI's name, which failover turns into a refusal error.
+    "refusal": "content_filter",
 }
 
 
@@ -57,7 +59,8 @@ class AnthropicProvider:
         self._client = anthropic.AsyncAnthropic(
             api_key=config.api_key.get_secret_value() if config.api_key else "unused",
             base_url=config.base_url,
-            max_retries=config.max_retries,
+            # Retries and backoff live in failover.py, which applies config.max_retries.
+            max_retries=0,
             timeout=config.timeout_s,
             # aiohttp as the SDK's transport: ~0.4 ms less per call than its default.
             http_client=anthropic.DefaultAioHttpClient(),
@@ -81,6 +84,11 @@ class AnthropicProvider:
             params["top_p"] = opts.top_p
         if opts.stop:
             params["stop_sequences"] = opts.stop
+        if call.tools:
+            params["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
+                for t in call.tools
+            ]
         try:
             async for event in self._events(params, call.model.id):
                 yield event

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from clawbus_core.models import ModelRef
 from clawbus_protocol.runs import ChatMessage, RunOptions, ToolCall, Usage
+
+
+@dataclass(frozen=True)
+class ToolDef:
+    """A tool as the model is told about it."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -16,6 +25,7 @@ class ModelCall:
     system: str
     messages: list[ChatMessage]
     options: RunOptions = field(default_factory=RunOptions)
+    tools: tuple[ToolDef, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ class OpenAIProvider:
         self._client = openai.AsyncOpenAI(
             api_key=config.api_key.get_secret_value() if config.api_key else "unused",
             base_url=config.base_url,
-            max_retries=config.max_retries,
+            # Retries and backoff live in failover.py, which applies config.max_retries.
+            max_retries=0,
             timeout=config.timeout_s,
             # aiohttp as the SDK's transport: ~0.4 ms less per call than its default.
             http_client=openai.DefaultAioHttpClient(),
@@ -61,6 +62,18 @@ class OpenAIProvider:
             value = getattr(opts, key)
             if value is not None:
                 params[key] = value
+        if call.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": dict(t.parameters),
+                    },
+                }
+                for t in call.tools
+            ]
         try:
             async for event in self._events(params, call.model.id):
                 yield event
@@ -68,7 +81,7 @@ class OpenAIProvider:
             raise sdk_failure(self.name, exc, model=call.model.id) from exc
 
     async def _events(self, params: dict[str, Any], model_id: str) -> AsyncIterator[ProviderEvent]:
-        # The SDK's generic post keeps its auth, retries, SSE decoding and error types but
+        # The SDK's generic post keeps its auth, SSE decoding and error types but
         # skips its per-request param transform and per-chunk pydantic models: chunks come
         # back as plain dicts. That is ~1.3 ms less per call, most of the runner's overhead.
         stream = await self._client.post(

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import cast, get_args
 
 from aiohttp import web
 from clawbus_core.models import ModelCatalog
 from clawbus_core.store import runs as store
-from clawbus_protocol.errors import ClawbusError, Conflict, ErrorCode, InvalidRequest
+from clawbus_protocol.errors import ClawbusError, ErrorCode, InvalidRequest
 from clawbus_protocol.openai import (
     ChatCompletion,
     ChatCompletionChoice,
@@ -35,6 +36,7 @@ from clawbus_protocol.runs import (
     DeltaEvent,
     DoneEvent,
     ErrorEvent,
+    QueueMode,
     RunEvent,
     RunInput,
     RunOptions,
@@ -149,7 +151,20 @@ def _turn(request: web.Request, body: ChatCompletionRequest) -> Turn:
             stop=stop,
         ),
         idempotency_key=_header(request, "Idempotency-Key"),
+        queue_mode=_queue_mode(request),
     )
+
+
+def _queue_mode(request: web.Request) -> QueueMode | None:
+    value = _header(request, "x-clawbus-queue-mode")
+    if value is None:
+        return None
+    if value not in get_args(QueueMode):
+        raise InvalidRequest(
+            f"x-clawbus-queue-mode must be one of {', '.join(get_args(QueueMode))}",
+            param="x-clawbus-queue-mode",
+        )
+    return cast(QueueMode, value)
 
 
 def _tool_calls(calls: list[ToolCall]) -> list[OpenAIToolCall] | None:
@@ -173,7 +188,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     turn = _turn(request, body)
     runs = request.app[RUNS]
     async with runs.submit(turn) as sub:
-        if sub.existing is not None:
+        if sub.existing is not None and sub.existing.status not in ("queued", "running"):
             return _replay(body, sub, sub.existing)
         events = sub.watch.events(timeout_s=runs.timeout_s)
         if body.stream:
@@ -238,11 +253,7 @@ def _replay(body: ChatCompletionRequest, sub: Submitted, run: store.ExistingRun)
         )
     if run.error is not None:
         raise ClawbusError.from_info(run.error)
-    raise Conflict(
-        f"run {run.run_id} for this Idempotency-Key is still {run.status}",
-        retryable=True,
-        retry_after_ms=1000,
-    )
+    raise ClawbusError(f"run {sub.run_id} was aborted", code=ErrorCode.ABORTED)
 
 
 async def _stream(

@@ -3,7 +3,8 @@
 * workspace_files: each agent's files (AGENTS.md, MEMORY.md, memory/*.md, ...) live in
   Postgres, never on the host disk; `search` is a generated full-text vector for memory.
 * skills: SKILL.md folders, per agent (agent_id) or shared by the tenant (agent_id NULL).
-* runs.seq orders a session's runs (FIFO lanes); queue_mode says what a run does when its
+* runs.input / options / reply_to keep the run request, so whichever runner holds the
+  session's lane can run any of its queued runs; runs.seq orders them (FIFO lanes); queue_mode says what a run does when its
   session is busy; abort_requested_at marks a run to stop; merged_into links a `collect` run
   to the run that answered it.
 * sessions.lease_*: the cluster-wide lane lease (one active run per session).
@@ -15,7 +16,9 @@ Revises: 0001
 Create Date: 2026-11-21
 """
 
+import sqlalchemy as sa
 from alembic import op
+from clawbus_core.bootstrap import DEFAULT_FILES
 
 revision = "0002"
 down_revision = "0001"
@@ -72,7 +75,10 @@ def upgrade() -> None:
                 CHECK (queue_mode IN ('followup', 'collect', 'interrupt')),
             ADD COLUMN abort_requested_at timestamptz,
             ADD COLUMN merged_into uuid REFERENCES runs(id) ON DELETE SET NULL,
-            ADD COLUMN steps integer NOT NULL DEFAULT 0;
+            ADD COLUMN steps integer NOT NULL DEFAULT 0,
+            ADD COLUMN input jsonb,
+            ADD COLUMN options jsonb,
+            ADD COLUMN reply_to text;
         CREATE INDEX runs_session_queue ON runs (session_id, seq)
             WHERE status IN ('queued', 'running');
 
@@ -90,6 +96,16 @@ def upgrade() -> None:
         ALTER TABLE usage ADD CONSTRAINT usage_run_model UNIQUE (run_id, model)
         """
     )
+    # Agents that exist already get the default workspace files new agents are seeded with.
+    for path, content in DEFAULT_FILES.items():
+        op.get_bind().execute(
+            sa.text(
+                "INSERT INTO workspace_files (tenant_id, agent_id, path, content) "
+                "SELECT tenant_id, id, :path, :content FROM agents "
+                "ON CONFLICT (agent_id, path) DO NOTHING"
+            ),
+            {"path": path, "content": content},
+        )
 
 
 def downgrade() -> None:
@@ -100,7 +116,8 @@ def downgrade() -> None:
         ALTER TABLE messages DROP COLUMN kind, DROP COLUMN covers_upto, DROP COLUMN tokens;
         ALTER TABLE sessions DROP COLUMN lease_owner, DROP COLUMN lease_until;
         ALTER TABLE runs DROP COLUMN seq, DROP COLUMN queue_mode,
-            DROP COLUMN abort_requested_at, DROP COLUMN merged_into, DROP COLUMN steps;
+            DROP COLUMN abort_requested_at, DROP COLUMN merged_into, DROP COLUMN steps,
+            DROP COLUMN input, DROP COLUMN options, DROP COLUMN reply_to;
         ALTER TABLE agents DROP COLUMN queue_mode, DROP COLUMN context_tokens;
         DROP TABLE skills;
         DROP TABLE workspace_files

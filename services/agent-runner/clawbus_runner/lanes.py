@@ -1,0 +1,242 @@
+"""Session lanes on the runner side: one active run per session, cluster-wide, FIFO.
+
+A delivered run first takes its session's lane (`clawbus_core.store.lanes`). The lane holder
+runs the session's queued runs in order from their stored requests, whichever runner's
+message brought them, renewing its lease while it works, and releases the lane only when
+nothing is left. A run whose session is busy is handed back to the queue with a delay: the
+holder will run it, and the redelivery then finds it finished and acks it; if the holder
+died, the redelivery finds the lease expired and takes the lane over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from uuid import UUID
+
+from clawbus_core import aborts
+from clawbus_core.db import Pool
+from clawbus_core.events import Redis
+from clawbus_core.store import lanes as store
+from clawbus_core.store import runs as runs_store
+from clawbus_protocol.errors import ClawbusError, ErrorCode
+from clawbus_protocol.names import Names
+from clawbus_protocol.runs import AbortNotice, RunRequest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from clawbus_runner.context import AgentContext, load_agent_context, load_conversation
+from clawbus_runner.execute import Executor, Outcome, Prefetch
+from clawbus_runner.settings import RunnerSettings
+
+log = logging.getLogger(__name__)
+
+_MAX_CONTEXTS = 10_000
+_ABORT_MEMORY_S = 120.0
+
+
+class Delivery(Enum):
+    DONE = "done"  # the message's run has finished (here or anywhere): ack
+    BUSY = "busy"  # its session is busy elsewhere: hand back with a delay
+
+
+@dataclass
+class Lanes:
+    settings: RunnerSettings
+    pool: Pool
+    redis: Redis
+    nc: NatsClient
+    names: Names
+    executor: Executor
+    # The last context seen per agent, for prefetching (a miss only costs speed).
+    _contexts: dict[UUID, AgentContext] = field(default_factory=dict)
+    _running: dict[UUID, asyncio.Task[Outcome]] = field(default_factory=dict)
+    _abort_seen: dict[UUID, float] = field(default_factory=dict)
+
+    # --- abort notices -------------------------------------------------------------------
+    async def on_abort(self, msg: Msg) -> None:
+        try:
+            notice = AbortNotice.model_validate_json(msg.data)
+        except ValueError:
+            log.warning("ignoring a malformed abort notice")
+            return
+        now = asyncio.get_running_loop().time()
+        for run_id in notice.run_ids:
+            self._abort_seen[run_id] = now
+            self.executor.aborting.add(run_id)
+            task = self._running.get(run_id)
+            if task is not None:
+                task.cancel()
+        self._forget_old_aborts(now)
+
+    def _forget_old_aborts(self, now: float) -> None:
+        for run_id, seen in list(self._abort_seen.items()):
+            if now - seen > _ABORT_MEMORY_S:
+                del self._abort_seen[run_id]
+                self.executor.aborting.discard(run_id)
+
+    # --- one delivery ----------------------------------------------------------------------
+    async def handle(self, request: RunRequest, *, first_delivery: bool) -> Delivery:
+        owner = f"{self.settings.runner_id}:{uuid.uuid4().hex[:12]}"
+        cached = self._contexts.get(request.agent_id)
+        prefetch = self.executor.prefetch(request, cached) if first_delivery else None
+        try:
+            claim, context = await asyncio.gather(
+                store.claim_next(
+                    self.pool,
+                    request.session_id,
+                    owner,
+                    lease_s=self.settings.runner_lease_s,
+                    runner_id=self.settings.runner_id,
+                ),
+                self._context(request.tenant_id, request.agent_id),
+            )
+        except BaseException:
+            if prefetch is not None:
+                await prefetch.cancel()
+            raise
+        if not claim.leased:
+            if prefetch is not None:
+                await prefetch.cancel()
+            return await self._busy(request)
+        renewer = asyncio.create_task(self._renew(request.session_id, owner))
+        try:
+            await self._drain(request, owner, claim, context, prefetch)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        state = await store.run_state(self.pool, request.run_id)
+        return Delivery.DONE if state is None or state.finished else Delivery.BUSY
+
+    async def _busy(self, request: RunRequest) -> Delivery:
+        state = await store.run_state(self.pool, request.run_id)
+        if state is None or state.finished:
+            return Delivery.DONE
+        if request.queue_mode == "interrupt":
+            ahead = await store.running_before(self.pool, request.session_id, request.run_id)
+            for run_id in ahead:
+                await aborts.request_abort(
+                    self.pool,
+                    self.nc,
+                    self.redis,
+                    self.names,
+                    tenant_id=request.tenant_id,
+                    run_id=run_id,
+                    reason=f"interrupted by run {request.run_id}",
+                )
+        return Delivery.BUSY
+
+    async def _drain(
+        self,
+        request: RunRequest,
+        owner: str,
+        claim: store.Claim,
+        context: AgentContext,
+        prefetch: Prefetch | None,
+    ) -> None:
+        """Run the session's waiting runs in order until the lane can be released."""
+        try:
+            while True:
+                while claim.run is not None:
+                    run = claim.run
+                    mine = run.request.run_id == request.run_id
+                    if prefetch is not None and not mine:
+                        await prefetch.cancel()
+                        prefetch = None
+                    if run.request.agent_id != context.agent_id:
+                        context = await self._context(run.request.tenant_id, run.request.agent_id)
+                    await self._run(run, context, prefetch if mine else None)
+                    prefetch = None
+                    claim = await self._claim(request.session_id, owner)
+                    if not claim.leased:
+                        log.warning("lost the lane of session %s", request.session_id)
+                        return
+                if await store.release(self.pool, request.session_id, owner):
+                    return
+                claim = await self._claim(request.session_id, owner)
+                if not claim.leased:
+                    return
+        finally:
+            if prefetch is not None:
+                await prefetch.cancel()
+
+    async def _claim(self, session_id: UUID, owner: str) -> store.Claim:
+        return await store.claim_next(
+            self.pool,
+            session_id,
+            owner,
+            lease_s=self.settings.runner_lease_s,
+            runner_id=self.settings.runner_id,
+        )
+
+    async def _run(
+        self, run: store.ClaimedRun, context: AgentContext, prefetch: Prefetch | None
+    ) -> Outcome:
+        run_id = run.request.run_id
+        if run.attempt > self.settings.runner_max_attempts:
+            return await self._give_up(run)
+        conversation = await load_conversation(
+            self.pool, run, history_limit=self.settings.runner_history_limit
+        )
+        task = asyncio.create_task(
+            self.executor.execute(run, context, conversation, prefetch), name=f"run-{run_id}"
+        )
+        self._running[run_id] = task
+        if run_id in self.executor.aborting:  # the notice came before the task existed
+            task.cancel()
+        try:
+            return await task
+        finally:
+            self._running.pop(run_id, None)
+
+    async def _give_up(self, run: store.ClaimedRun) -> Outcome:
+        limit = self.settings.runner_max_attempts
+        error = ClawbusError(
+            f"run {run.request.run_id} was started {limit} times without finishing "
+            "(runners crashed or lost it each time); giving up",
+            code=ErrorCode.INTERNAL_ERROR,
+            retryable=False,
+            kind="max_attempts",
+        )
+        await runs_store.finish_run(
+            self.pool,
+            run.request.run_id,
+            run.attempt,
+            status="failed",
+            messages=[],
+            usage={},
+            model=None,
+            error=error.info,
+        )
+        return Outcome.FAILED
+
+    async def _context(self, tenant_id: UUID, agent_id: UUID) -> AgentContext:
+        context = await load_agent_context(
+            self.pool,
+            tenant_id,
+            agent_id,
+            self.executor.tools,
+            default_model=self.settings.default_model,
+        )
+        if len(self._contexts) >= _MAX_CONTEXTS:
+            self._contexts.clear()
+        self._contexts[agent_id] = context
+        return context
+
+    async def _renew(self, session_id: UUID, owner: str) -> None:
+        interval = self.settings.runner_lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await store.renew(
+                    self.pool, session_id, owner, lease_s=self.settings.runner_lease_s
+                ):
+                    log.warning("lane lease of session %s was taken over", session_id)
+                    return
+            except Exception:
+                log.exception("renewing the lane lease of session %s failed", session_id)

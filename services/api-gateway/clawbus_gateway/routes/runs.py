@@ -1,0 +1,46 @@
+"""Run control: abort a run by id, or every unfinished run of a session.
+
+These are clawbus routes (OpenClaw's own abort is the WS `chat.abort` method, which uses the
+same `RunService.abort`).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+from clawbus_core.store.runs import DEFAULT_TENANT
+from clawbus_protocol.errors import InvalidRequest
+from clawbus_protocol.runs import AbortResult
+
+from clawbus_gateway.keys import RUNS
+
+routes = web.RouteTableDef()
+
+_MAX_KEY_CHARS = 256
+
+
+def _result(run_ids: list[uuid.UUID]) -> web.Response:
+    body = AbortResult(aborted=bool(run_ids), run_ids=run_ids)
+    return web.json_response(text=body.model_dump_json())
+
+
+@routes.post("/v1/runs/{run_id}/abort")
+async def abort_run(request: web.Request) -> web.Response:
+    try:
+        run_id = uuid.UUID(request.match_info["run_id"])
+    except ValueError:
+        raise InvalidRequest("run id must be a UUID", param="run_id") from None
+    result = await request.app[RUNS].abort(DEFAULT_TENANT, run_id=run_id)
+    return _result(result.run_ids)
+
+
+@routes.post("/v1/sessions/{session_key}/abort")
+async def abort_session(request: web.Request) -> web.Response:
+    key = request.match_info["session_key"]
+    if not 0 < len(key) <= _MAX_KEY_CHARS or "\x00" in key:
+        raise InvalidRequest(
+            f"session key must be 1 to {_MAX_KEY_CHARS} characters", param="session_key"
+        )
+    result = await request.app[RUNS].abort(DEFAULT_TENANT, session_key=key)
+    return _result(result.run_ids)
