@@ -393,3 +393,126 @@ async def test_a_context_overflow_is_compacted_and_the_run_succeeds(
     texts = [str(m.get("content")) for m in last.messages]
     assert any("w0..w3" in t for t in texts)
     assert not any("fact 0" in t for t in texts)
+
+
+async def _slow_first_turn(system: System, session: str, model: str) -> asyncio.Task[object]:
+    """Start a slow run in `session` and return once its first token has streamed."""
+    words = " ".join(f"s{i}" for i in range(30))
+    system.fake.script(model, Reply(text=words, chunk_delay_s=0.05))
+    client = system.openai(timeout=60)
+    stream = await client.chat.completions.create(
+        model=f"openai/{model}",
+        messages=[{"role": "user", "content": "first"}],
+        stream=True,
+        extra_headers={"x-openclaw-session-key": session},
+    )
+    iterator = stream.__aiter__()
+    while True:
+        chunk = await iterator.__anext__()
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+
+    async def rest() -> object:
+        return [c async for c in iterator]
+
+    return asyncio.create_task(rest())
+
+
+async def _queue_modes(db: asyncpg.Connection, session: str) -> list[asyncpg.Record]:
+    return list(
+        await db.fetch(
+            """SELECT r.id, r.status, r.queue_mode, r.merged_into FROM runs r
+               JOIN sessions s ON s.id = r.session_id WHERE s.session_key = $1 ORDER BY r.seq""",
+            session,
+        )
+    )
+
+
+async def test_collect_merges_waiting_messages_into_one_follow_up(
+    system: System, db: asyncpg.Connection
+) -> None:
+    session = f"collect-{system.namespace}"
+    first = await _slow_first_turn(system, session, "gpt-collect")
+    system.fake.set_default(
+        "gpt-collect",
+        lambda r: Reply(
+            text="saw " + ",".join(str(m["content"]) for m in r.messages if m.get("role") == "user")
+        ),
+    )
+    client = system.openai(timeout=60)
+    answers = await asyncio.gather(
+        *(
+            client.chat.completions.create(
+                model="openai/gpt-collect",
+                messages=[{"role": "user", "content": word}],
+                extra_headers={
+                    "x-openclaw-session-key": session,
+                    "x-clawbus-queue-mode": "collect",
+                },
+            )
+            for word in ("alpha", "beta", "gamma")
+        )
+    )
+    await first
+    texts = {a.choices[0].message.content for a in answers}
+    assert len(texts) == 1, texts  # one answer for the three messages
+    (text,) = texts
+    assert text is not None
+    assert all(w in text for w in ("alpha", "beta", "gamma"))
+    rows = await _queue_modes(db, session)
+    collected = [r for r in rows if r["queue_mode"] == "collect"]
+    answered = [r for r in collected if r["merged_into"] is None]
+    assert len(answered) == 1
+    assert all(r["merged_into"] == answered[0]["id"] for r in collected if r != answered[0])
+    assert {r["status"] for r in rows} == {"completed"}
+    # One model call answered all three (plus the slow first turn's).
+    assert len(system.fake.requests_for("gpt-collect")) == 2
+
+
+async def test_interrupt_aborts_the_current_run_then_runs(
+    system: System, db: asyncpg.Connection
+) -> None:
+    session = f"interrupt-{system.namespace}"
+    first = await _slow_first_turn(system, session, "gpt-interrupt")
+    system.fake.set_default("gpt-interrupt", Reply(text="interrupted you"))
+    answer = await system.openai(timeout=60).chat.completions.create(
+        model="openai/gpt-interrupt",
+        messages=[{"role": "user", "content": "stop that"}],
+        extra_headers={"x-openclaw-session-key": session, "x-clawbus-queue-mode": "interrupt"},
+    )
+    assert answer.choices[0].message.content == "interrupted you"
+    await asyncio.wait_for(first, timeout=10)  # the first stream ended (aborted), not hung
+    rows = await _queue_modes(db, session)
+    assert [r["status"] for r in rows] == ["aborted", "completed"]
+
+
+async def test_abort_by_session_stops_the_running_and_the_queued_run(
+    system: System, db: asyncpg.Connection
+) -> None:
+    session = f"abort-session-{system.namespace}"
+    first = await _slow_first_turn(system, session, "gpt-abort-session")
+    client = system.openai(timeout=60, max_retries=0)
+    queued = asyncio.create_task(
+        client.chat.completions.create(
+            model="openai/gpt-abort-session",
+            messages=[{"role": "user", "content": "queued"}],
+            extra_headers={"x-openclaw-session-key": session},
+        )
+    )
+    await wait_for(lambda: _count_runs(db, session, 2))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{system.url}/v1/sessions/{session}/abort",
+            headers={"Authorization": f"Bearer {system.token}"},
+        ) as r:
+            assert r.status == 200
+            assert len((await r.json())["runIds"]) == 2
+    with pytest.raises(Exception, match="aborted"):
+        await queued
+    await asyncio.wait_for(first, timeout=10)
+    rows = await _queue_modes(db, session)
+    assert [r["status"] for r in rows] == ["aborted", "aborted"]
+
+
+async def _count_runs(db: asyncpg.Connection, session: str, n: int) -> bool:
+    return len(await _queue_modes(db, session)) >= n

@@ -67,6 +67,12 @@ class Outcome(Enum):
     FENCED = "fenced"  # a newer attempt owns the run; leave the message to it
 
 
+@dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome
+    lane_released: bool = False  # the run's end also released its session's lane
+
+
 class RunAborted(Exception):
     """Raised inside a run's task when an abort request reached this runner."""
 
@@ -113,6 +119,7 @@ class _Progress:
     usage: dict[str, Usage] = field(default_factory=dict)
     model: str | None = None
     partial: str = ""  # text of the step in flight
+    released: bool = False  # storing the run's end released the session's lane
 
     def add(self, message: ChatMessage) -> None:
         self.messages.append(store.StoredMessage(len(self.messages) + 1, message))
@@ -172,6 +179,18 @@ class Executor:
         context: AgentContext,
         conversation: Conversation,
         prefetch: Prefetch | None,
+    ) -> RunResult:
+        progress = _Progress()
+        outcome = await self._execute(run, context, conversation, prefetch, progress)
+        return RunResult(outcome, lane_released=progress.released)
+
+    async def _execute(
+        self,
+        run: ClaimedRun,
+        context: AgentContext,
+        conversation: Conversation,
+        prefetch: Prefetch | None,
+        progress: _Progress,
     ) -> Outcome:
         request = run.request
         try:
@@ -182,7 +201,6 @@ class Executor:
             if prefetch is not None:
                 await prefetch.cancel()
             return Outcome.FENCED
-        progress = _Progress()
         if run.abort_requested:  # flagged before anyone could tell this runner
             return await self._abort(run, writer, progress)
         try:
@@ -433,7 +451,7 @@ class Executor:
         finish_reason: str | None = None,
         error: ClawbusError | None = None,
     ) -> bool:
-        return await store.finish_run(
+        finished = await store.finish_run(
             self.pool,
             run.request.run_id,
             run.attempt,
@@ -443,7 +461,10 @@ class Executor:
             model=progress.model,
             finish_reason=finish_reason,
             error=error.info if error is not None else None,
+            lease_owner=run.lease_owner,
         )
+        progress.released = finished.released
+        return finished.stored
 
     async def _fail(
         self, run: ClaimedRun, writer: RunEventWriter, progress: _Progress, exc: ClawbusError

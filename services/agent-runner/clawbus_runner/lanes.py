@@ -30,7 +30,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from clawbus_runner.context import AgentContext, load_agent_context, load_conversation
-from clawbus_runner.execute import Executor, Outcome, Prefetch
+from clawbus_runner.execute import Executor, Outcome, Prefetch, RunResult
 from clawbus_runner.settings import RunnerSettings
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Lanes:
     executor: Executor
     # The last context seen per agent, for prefetching (a miss only costs speed).
     _contexts: dict[UUID, AgentContext] = field(default_factory=dict)
-    _running: dict[UUID, asyncio.Task[Outcome]] = field(default_factory=dict)
+    _running: dict[UUID, asyncio.Task[RunResult]] = field(default_factory=dict)
     _abort_seen: dict[UUID, float] = field(default_factory=dict)
 
     # --- abort notices -------------------------------------------------------------------
@@ -105,11 +105,13 @@ class Lanes:
             return await self._busy(request)
         renewer = asyncio.create_task(self._renew(request.session_id, owner))
         try:
-            await self._drain(request, owner, claim, context, prefetch)
+            ran_it = await self._drain(request, owner, claim, context, prefetch)
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+        if ran_it:
+            return Delivery.DONE
         state = await store.run_state(self.pool, request.run_id)
         return Delivery.DONE if state is None or state.finished else Delivery.BUSY
 
@@ -138,8 +140,10 @@ class Lanes:
         claim: store.Claim,
         context: AgentContext,
         prefetch: Prefetch | None,
-    ) -> None:
-        """Run the session's waiting runs in order until the lane can be released."""
+    ) -> bool:
+        """Run the session's waiting runs in order until the lane is released; True if the
+        delivered run was among them and ended (so its message can be acked)."""
+        ran_it = False
         try:
             while True:
                 while claim.run is not None:
@@ -150,17 +154,20 @@ class Lanes:
                         prefetch = None
                     if run.request.agent_id != context.agent_id:
                         context = await self._context(run.request.tenant_id, run.request.agent_id)
-                    await self._run(run, context, prefetch if mine else None)
+                    result = await self._run(run, context, prefetch if mine else None)
                     prefetch = None
+                    ran_it = ran_it or (mine and result.outcome is not Outcome.FENCED)
+                    if result.lane_released:
+                        return ran_it
                     claim = await self._claim(request.session_id, owner)
                     if not claim.leased:
                         log.warning("lost the lane of session %s", request.session_id)
-                        return
+                        return ran_it
                 if await store.release(self.pool, request.session_id, owner):
-                    return
+                    return ran_it
                 claim = await self._claim(request.session_id, owner)
                 if not claim.leased:
-                    return
+                    return ran_it
         finally:
             if prefetch is not None:
                 await prefetch.cancel()
@@ -176,7 +183,7 @@ class Lanes:
 
     async def _run(
         self, run: store.ClaimedRun, context: AgentContext, prefetch: Prefetch | None
-    ) -> Outcome:
+    ) -> RunResult:
         run_id = run.request.run_id
         if run.attempt > self.settings.runner_max_attempts:
             return await self._give_up(run)
@@ -194,7 +201,7 @@ class Lanes:
         finally:
             self._running.pop(run_id, None)
 
-    async def _give_up(self, run: store.ClaimedRun) -> Outcome:
+    async def _give_up(self, run: store.ClaimedRun) -> RunResult:
         limit = self.settings.runner_max_attempts
         error = ClawbusError(
             f"run {run.request.run_id} was started {limit} times without finishing "
@@ -213,7 +220,7 @@ class Lanes:
             model=None,
             error=error.info,
         )
-        return Outcome.FAILED
+        return RunResult(Outcome.FAILED)
 
     async def _context(self, tenant_id: UUID, agent_id: UUID) -> AgentContext:
         context = await load_agent_context(

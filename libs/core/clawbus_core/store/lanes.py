@@ -142,6 +142,7 @@ class ClaimedRun:
     attempt: int
     abort_requested: bool
     merged: list[MergedRun]
+    lease_owner: str
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ async def claim_next(
             attempt=row["attempt"],
             abort_requested=row["abort_requested_at"] is not None,
             merged=merged,
+            lease_owner=owner,
         ),
     )
 

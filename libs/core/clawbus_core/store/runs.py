@@ -90,9 +90,19 @@ WITH r AS (
          AS x(model text, prompt_tokens int, completion_tokens int, total_tokens int)
     ON CONFLICT (run_id, model) DO NOTHING
 ), s AS (
-    UPDATE sessions SET updated_at = now() WHERE id = (SELECT session_id FROM r)
+    -- The lane is released with the run when nothing else waits in the session.
+    UPDATE sessions SET updated_at = now(),
+           lease_owner = CASE WHEN free.yes THEN NULL ELSE lease_owner END,
+           lease_until = CASE WHEN free.yes THEN NULL ELSE lease_until END
+    FROM (SELECT $10::text IS NOT NULL AND NOT EXISTS (
+              SELECT 1 FROM runs q, r
+              WHERE q.session_id = r.session_id AND q.id <> r.id
+                AND q.status IN ('queued', 'running')) AS yes) free
+    WHERE id = (SELECT session_id FROM r) AND (lease_owner = $10 OR $10::text IS NULL)
+    RETURNING lease_owner IS NULL AS released
 )
-SELECT count(*) FROM r
+SELECT (SELECT count(*) FROM r) AS stored,
+       coalesce((SELECT released FROM s), false) AS released
 """
 
 _FAIL = """
@@ -125,6 +135,12 @@ class ExistingRun:
     finish_reason: str | None
     usage: Usage
     error: ErrorInfo | None
+
+
+@dataclass(frozen=True)
+class Finished:
+    stored: bool
+    released: bool  # the session's lane was released with the run
 
 
 @dataclass(frozen=True)
@@ -233,10 +249,12 @@ async def finish_run(
     model: str | None,
     finish_reason: str | None = None,
     error: ErrorInfo | None = None,
-) -> bool:
+    lease_owner: str | None = None,
+) -> Finished:
     """End the run: status, its messages and usage per model, in one statement that only
-    matches the attempt that claimed it (False if a newer attempt owns the run)."""
-    updated: int = await pool.fetchval(
+    matches the attempt that claimed it (`stored` False if a newer attempt owns the run).
+    With `lease_owner`, the session's lane is released too if nothing else waits in it."""
+    row = await pool.fetchrow(
         _FINISH,
         run_id,
         attempt,
@@ -247,8 +265,10 @@ async def finish_run(
         sum(1 for m in messages if m.message.role == "assistant"),
         [m.row() for m in messages],
         [{"model": name, **u.model_dump()} for name, u in usage.items()],
+        lease_owner,
     )
-    return updated == 1
+    assert row is not None
+    return Finished(stored=row["stored"] == 1, released=row["released"])
 
 
 async def fail_run(
