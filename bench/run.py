@@ -29,15 +29,31 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 from clawbus_core.config import Endpoints
 from clawbus_core.db import migrate
 
 RESULTS = Path(__file__).parent / "results"
 PROMPT = [{"role": "user", "content": "benchmark prompt with a handful of words in it"}]
+PLAIN_AGENT = "bench-plain"
+
+
+async def _plain_agent(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            """INSERT INTO agents (id, tenant_id, key, name, system_prompt, tool_policy)
+               VALUES (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', $1, $1, '',
+                       '{"only": []}')
+               ON CONFLICT (tenant_id, key) DO NOTHING""",
+            PLAIN_AGENT,
+        )
+    finally:
+        await conn.close()
 
 
 @dataclass
@@ -46,6 +62,7 @@ class Target:
     url: str
     token: str
     model: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -56,7 +73,7 @@ def _percentile(values: list[float], p: float) -> float:
 
 async def _one(http: aiohttp.ClientSession, target: Target, *, stream: bool) -> float:
     body = {"model": target.model, "messages": PROMPT, "stream": stream}
-    headers = {"Authorization": f"Bearer {target.token}"}
+    headers = {"Authorization": f"Bearer {target.token}", **target.headers}
     started = time.perf_counter()
     async with http.post(f"{target.url}/v1/chat/completions", json=body, headers=headers) as r:
         if r.status != 200:
@@ -178,18 +195,34 @@ async def _run(
         stack.callback(_stop, proc)
     await _wait_http(f"http://127.0.0.1:{port}/health")
     direct = Target("direct", fake_url, "x", "bench")
-    gateway = Target("clawbus", f"http://127.0.0.1:{port}", token, "openai/bench")
+    # The plumbing's overhead is measured with an agent that adds nothing to the model call
+    # (no tools, no workspace files), so both paths send the model the same request; the
+    # default agent (tools + bootstrap prompt) is measured too, at concurrency 1.
+    await _plain_agent(endpoints.database_url)
+    gateway = Target(
+        "clawbus",
+        f"http://127.0.0.1:{port}",
+        token,
+        "openai/bench",
+        headers={"x-openclaw-agent-id": PLAIN_AGENT},
+    )
+    main_agent = Target("clawbus-main-agent", f"http://127.0.0.1:{port}", token, "openai/bench")
     # The runner must be consuming before we measure (its first fetch after start).
     async with aiohttp.ClientSession() as http:
         await asyncio.wait_for(_one(http, gateway, stream=False), timeout=60)
 
     results: dict[str, object] = {}
     rows = []
-    for concurrency, requests in ((1, args.requests), (64, args.concurrent_requests)):
+    plan = [
+        (1, args.requests, gateway),
+        (1, args.requests, main_agent),
+        (64, args.concurrent_requests, gateway),
+    ]
+    for concurrency, requests, via in plan:
         for stream in (False, True):
             kind = "ttft" if stream else "latency"
             measured = {}
-            for target in (direct, gateway):
+            for target in (direct, via):
                 samples, throughput = await _measure(
                     target, stream=stream, concurrency=concurrency, requests=requests
                 )
@@ -199,10 +232,11 @@ async def _run(
                     "throughput_rps": throughput,
                     "n": len(samples),
                 }
-            d, g = measured["direct"], measured["clawbus"]
+            d, g = measured["direct"], measured[via.name]
             row = {
                 "metric": kind,
                 "concurrency": concurrency,
+                "via": via.name,
                 **{f"direct_{k}": v for k, v in d.items()},
                 **{f"clawbus_{k}": v for k, v in g.items()},
                 "added_p50_ms": g["p50_ms"] - d["p50_ms"],
@@ -212,7 +246,7 @@ async def _run(
             }
             rows.append(row)
             print(
-                f"{kind:<8} c={concurrency:<3} "
+                f"{kind:<8} c={concurrency:<3} {via.name:<18} "
                 f"direct p50 {d['p50_ms']:7.2f} p99 {d['p99_ms']:7.2f} | "
                 f"clawbus p50 {g['p50_ms']:7.2f} p99 {g['p99_ms']:7.2f} | "
                 f"added p50 {row['added_p50_ms']:6.2f} p99 {row['added_p99_ms']:6.2f} ms | "

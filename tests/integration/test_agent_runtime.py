@@ -256,6 +256,12 @@ async def test_abort_during_a_slow_tool(
             assert time.monotonic() - started < 1.0
             status = await db.fetchval("SELECT status FROM runs WHERE id = $1", run_id)
             assert status == "aborted"
+            # The cut-short call is answered in the transcript, so the history stays valid.
+            rows = await db.fetch(
+                "SELECT role, content FROM messages WHERE run_id = $1 ORDER BY run_step", run_id
+            )
+            assert [r["role"] for r in rows] == ["user", "assistant", "tool"]
+            assert rows[2]["content"] == "aborted before the tool finished"
     finally:
         release.set()
         await runner.cleanup()
@@ -516,3 +522,30 @@ async def test_abort_by_session_stops_the_running_and_the_queued_run(
 
 async def _count_runs(db: asyncpg.Connection, session: str, n: int) -> bool:
     return len(await _queue_modes(db, session)) >= n
+
+
+async def test_memory_written_by_a_tool_is_in_the_next_runs_prompt(
+    system: System, db: asyncpg.Connection
+) -> None:
+    agent = f"memory-{system.namespace}"
+    await _agent(db, agent, "openai/gpt-memory", [])
+    await db.execute(
+        """INSERT INTO workspace_files (tenant_id, agent_id, path, content)
+           SELECT tenant_id, id, 'MEMORY.md', 'nothing yet' FROM agents WHERE key = $1""",
+        agent,
+    )
+    client = system.openai()
+    system.fake.script(
+        "gpt-memory",
+        Reply(text="ok"),
+        Reply(tool_calls=[ToolCall("write", {"path": "MEMORY.md", "content": "likes purple"})]),
+        Reply(text="noted"),
+        Reply(text="purple"),
+    )
+    for text in ("hello", "remember purple", "what do I like?"):
+        await client.chat.completions.create(
+            model=f"agent:{agent}", messages=[{"role": "user", "content": text}]
+        )
+    prompts = [r.messages[0]["content"] for r in system.fake.requests_for("gpt-memory")]
+    assert "nothing yet" in prompts[0]
+    assert "likes purple" in prompts[-1] and "nothing yet" not in prompts[-1]

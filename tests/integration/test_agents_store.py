@@ -4,6 +4,7 @@ bodies and files."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -186,7 +187,9 @@ async def test_load_context_returns_files_and_enabled_skills(
     await skills.upsert_skill(pool, tenant, other.id, "secret", description="Other's.", body="x")
 
     profile, files, enabled = await agents.load_context(pool, tenant, ops.id)
-    assert profile == ops
+    # Skills are part of what the agent's prompt is built from: they moved its version on.
+    assert profile.updated_at > ops.updated_at
+    assert dataclasses.replace(profile, updated_at=ops.updated_at) == ops
     assert files == dict(DEFAULT_FILES)
     assert [(s.name, s.description, s.agent_id) for s in enabled] == [
         ("github", "Ops github.", ops.id),  # the agent's own wins over the shared one

@@ -10,6 +10,7 @@ latest compaction summary.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 from clawbus_core.bootstrap import assemble_system_prompt
@@ -32,6 +33,7 @@ class AgentContext:
     tool_defs: tuple[ToolDef, ...]
     context_tokens: int
     default_model: str
+    version: datetime  # agents.updated_at when loaded (see ClaimedRun.agent_version)
 
     def models(self, request: RunRequest) -> list[str]:
         """The primary model (the request's choice, else the agent's), then fallbacks."""
@@ -62,6 +64,7 @@ async def load_agent_context(
         tool_defs=tuple(ToolDef(s.name, s.description, s.parameters) for s in specs),
         context_tokens=profile.context_tokens,
         default_model=default_model,
+        version=profile.updated_at,
     )
 
 

@@ -118,7 +118,7 @@ class _Progress:
     messages: list[store.StoredMessage] = field(default_factory=list)
     usage: dict[str, Usage] = field(default_factory=dict)
     model: str | None = None
-    partial: str = ""  # text of the step in flight
+    partial: list[str] = field(default_factory=list)  # text of the step in flight
     released: bool = False  # storing the run's end released the session's lane
 
     def add(self, message: ChatMessage) -> None:
@@ -262,8 +262,12 @@ class Executor:
             prefetch = None
             try:
                 result = await self._model_step(call, models[1:], writer, progress, use)
-            except ContextLengthExceeded:
-                shorter = None if compacted else await self._compact(run, context, conversation)
+            except ContextLengthExceeded as overflow:
+                shorter = (
+                    None
+                    if compacted
+                    else await self._compact_or(overflow, run, context, conversation)
+                )
                 if shorter is None:
                     raise
                 compacted, conversation = True, shorter
@@ -312,14 +316,13 @@ class Executor:
     ) -> _StepResult:
         finish = Finish(reason="stop", usage=Usage())
         calls: list[ToolCall] = []
-        pieces: list[str] = []
+        pieces = progress.partial = []
         stream = prefetch.stream if prefetch is not None else self.failover.stream(call, fallbacks)
         events = prefetch.events() if prefetch is not None else stream
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
                     pieces.append(event.text)
-                    progress.partial = "".join(pieces)
                     await writer.delta(event.text)
                 elif isinstance(event, ToolCallOut):
                     calls.append(event.call)
@@ -336,9 +339,24 @@ class Executor:
             with contextlib.suppress(Exception):
                 await stream.aclose()
         model = stream.model.id if stream.model is not None else call.model.id
-        progress.partial = ""
+        progress.partial = []
         progress.count(model, finish.usage)
         return _StepResult("".join(pieces), calls, finish, model)
+
+    async def _compact_or(
+        self,
+        overflow: ClawbusError,
+        run: ClaimedRun,
+        context: AgentContext,
+        conversation: Conversation,
+    ) -> Conversation | None:
+        """Compact after a context-length error; if summarising fails, that error is not the
+        run's story: the overflow is raised (the stored history is untouched either way)."""
+        try:
+            return await self._compact(run, context, conversation)
+        except ClawbusError as exc:
+            log.warning("run %s: compaction failed: %s", run.request.run_id, exc.info.message)
+            raise overflow from exc
 
     async def _compact(
         self, run: ClaimedRun, context: AgentContext, conversation: Conversation
@@ -488,7 +506,20 @@ class Executor:
         """Record what was produced so far (the partial answer too) and emit `aborted`."""
         request = run.request
         if progress.partial:
-            progress.add(ChatMessage(role="assistant", content=progress.partial))
+            progress.add(ChatMessage(role="assistant", content="".join(progress.partial)))
+        # A tool call cut short still gets a result: providers refuse a history with a call
+        # and no result, and this transcript is the session's history from now on.
+        answered = {m.message.tool_call_id for m in progress.messages if m.message.tool_call_id}
+        for call in [c for m in progress.messages for c in m.message.tool_calls]:
+            if call.id not in answered:
+                progress.add(
+                    ChatMessage(
+                        role="tool",
+                        content="aborted before the tool finished",
+                        tool_call_id=call.id,
+                        name=call.name,
+                    )
+                )
         with contextlib.suppress(Fenced):
             await writer.flush()
         if not await self._finish(run, progress, "aborted", finish_reason="aborted"):

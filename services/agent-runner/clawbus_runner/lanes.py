@@ -85,16 +85,7 @@ class Lanes:
         cached = self._contexts.get(request.agent_id)
         prefetch = self.executor.prefetch(request, cached) if first_delivery else None
         try:
-            claim, context = await asyncio.gather(
-                store.claim_next(
-                    self.pool,
-                    request.session_id,
-                    owner,
-                    lease_s=self.settings.runner_lease_s,
-                    runner_id=self.settings.runner_id,
-                ),
-                self._context(request.tenant_id, request.agent_id),
-            )
+            claim = await self._claim(request.session_id, owner)
         except BaseException:
             if prefetch is not None:
                 await prefetch.cancel()
@@ -105,7 +96,7 @@ class Lanes:
             return await self._busy(request)
         renewer = asyncio.create_task(self._renew(request.session_id, owner))
         try:
-            ran_it = await self._drain(request, owner, claim, context, prefetch)
+            ran_it = await self._drain(request, owner, claim, prefetch)
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -138,7 +129,6 @@ class Lanes:
         request: RunRequest,
         owner: str,
         claim: store.Claim,
-        context: AgentContext,
         prefetch: Prefetch | None,
     ) -> bool:
         """Run the session's waiting runs in order until the lane is released; True if the
@@ -152,8 +142,7 @@ class Lanes:
                     if prefetch is not None and not mine:
                         await prefetch.cancel()
                         prefetch = None
-                    if run.request.agent_id != context.agent_id:
-                        context = await self._context(run.request.tenant_id, run.request.agent_id)
+                    context = await self._context(run)
                     result = await self._run(run, context, prefetch if mine else None)
                     prefetch = None
                     ran_it = ran_it or (mine and result.outcome is not Outcome.FENCED)
@@ -222,10 +211,16 @@ class Lanes:
         )
         return RunResult(Outcome.FAILED)
 
-    async def _context(self, tenant_id: UUID, agent_id: UUID) -> AgentContext:
+    async def _context(self, run: store.ClaimedRun) -> AgentContext:
+        """The run's agent context: the one loaded before if the agent has not changed since
+        (its version comes with the claim), else loaded now."""
+        agent_id = run.request.agent_id
+        cached = self._contexts.get(agent_id)
+        if cached is not None and cached.version == run.agent_version:
+            return cached
         context = await load_agent_context(
             self.pool,
-            tenant_id,
+            run.request.tenant_id,
             agent_id,
             self.executor.tools,
             default_model=self.settings.default_model,

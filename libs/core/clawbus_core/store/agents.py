@@ -51,6 +51,7 @@ ON CONFLICT (agent_id, path) DO NOTHING
 """
 
 _BY_KEY = f"SELECT {_COLUMNS} FROM agents a WHERE a.tenant_id = $1 AND a.key = $2"  # noqa: S608
+_BY_ID = f"SELECT {_COLUMNS} FROM agents a WHERE a.id = $1"  # noqa: S608
 
 # $1 tenant, $2 agent id (the parameters VISIBLE_SKILLS uses), $3 bootstrap file paths.
 _CONTEXT = f"""
@@ -198,8 +199,11 @@ async def create_agent(
             if row is None:
                 raise Conflict(f"agent {agent_key!r} already exists", param="key", key=agent_key)
             await seed_workspace(conn, tenant_id, row["id"])
+            # Seeding bumped the agent's version (a trigger): return the row as it is now.
+            row = await conn.fetchrow(_BY_ID, row["id"])
     except asyncpg.ForeignKeyViolationError as err:
         raise NotFound(f"tenant {tenant_id} not found", param="tenant_id") from err
+    assert row is not None
     return _profile(row)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -55,7 +56,7 @@ WITH l AS (
 )
 SELECT (SELECT count(*) FROM l) AS leased,
        (SELECT session_key FROM l) AS session_key,
-       c.*, a.key AS agent_key,
+       c.*, a.key AS agent_key, a.updated_at AS agent_version,
        (SELECT coalesce(json_agg(json_build_object('id', m.id, 'reply_to', m.reply_to)),
                         '[]'::json) FROM m) AS merged
 FROM (SELECT 1) one
@@ -143,6 +144,7 @@ class ClaimedRun:
     abort_requested: bool
     merged: list[MergedRun]
     lease_owner: str
+    agent_version: datetime  # changes with the agent, its bootstrap files and skills
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ async def claim_next(
             abort_requested=row["abort_requested_at"] is not None,
             merged=merged,
             lease_owner=owner,
+            agent_version=row["agent_version"],
         ),
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +9,14 @@ import anthropic
 from clawbus_protocol.runs import ChatMessage, ToolCall, Usage
 from clawbus_protocol.settings import ProviderConfig
 
-from clawbus_runner.providers.base import Finish, ModelCall, ProviderEvent, TextDelta, ToolCallOut
+from clawbus_runner.providers.base import (
+    Finish,
+    ModelCall,
+    ProviderEvent,
+    TextDelta,
+    ToolCallOut,
+    tool_arguments,
+)
 from clawbus_runner.providers.errors import TRANSPORT_ERRORS, sdk_failure, upstream_error
 
 DEFAULT_MAX_TOKENS = 4096
@@ -141,12 +147,7 @@ class AnthropicProvider:
                 self.name, None, "the stream ended before the model finished", model=model_id
             )
         for _, block in sorted(blocks.items()):
-            try:
-                arguments = json.loads(block["json"] or "{}")
-            except json.JSONDecodeError:
-                arguments = {"_raw": block["json"]}
-            if not isinstance(arguments, dict):
-                arguments = {"_raw": block["json"]}
+            arguments = tool_arguments(block["json"])
             yield ToolCallOut(ToolCall(id=block["id"], name=block["name"], arguments=arguments))
         usage = Usage(
             prompt_tokens=input_tokens,

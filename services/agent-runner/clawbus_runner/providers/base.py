@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -55,3 +56,13 @@ class Provider(Protocol):
         failures, so the runner records them without knowing the SDK.
         """
         ...
+
+
+def tool_arguments(raw: str) -> dict[str, Any]:
+    """A streamed tool call's JSON arguments; unparseable or non-object text is kept raw
+    (under `_raw`) so the tool can refuse it clearly instead of the run failing."""
+    try:
+        arguments = json.loads(raw or "{}")
+    except json.JSONDecodeError:
+        return {"_raw": raw}
+    return arguments if isinstance(arguments, dict) else {"_raw": raw}

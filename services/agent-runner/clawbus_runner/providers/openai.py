@@ -10,7 +10,14 @@ import openai
 from clawbus_protocol.runs import ChatMessage, ToolCall, Usage
 from clawbus_protocol.settings import ProviderConfig
 
-from clawbus_runner.providers.base import Finish, ModelCall, ProviderEvent, TextDelta, ToolCallOut
+from clawbus_runner.providers.base import (
+    Finish,
+    ModelCall,
+    ProviderEvent,
+    TextDelta,
+    ToolCallOut,
+    tool_arguments,
+)
 from clawbus_runner.providers.errors import TRANSPORT_ERRORS, sdk_failure, upstream_error
 
 _FAILURES: tuple[type[Exception], ...] = (openai.APIError, *TRANSPORT_ERRORS)
@@ -118,12 +125,7 @@ class OpenAIProvider:
                 self.name, None, "the stream ended before the model finished", model=model_id
             )
         for _, slot in sorted(calls.items()):
-            try:
-                arguments = json.loads(slot["arguments"] or "{}")
-            except json.JSONDecodeError:
-                arguments = {"_raw": slot["arguments"]}
-            if not isinstance(arguments, dict):
-                arguments = {"_raw": slot["arguments"]}
+            arguments = tool_arguments(slot["arguments"])
             yield ToolCallOut(ToolCall(id=slot["id"], name=slot["name"], arguments=arguments))
         yield Finish(reason=finish, usage=usage)
 

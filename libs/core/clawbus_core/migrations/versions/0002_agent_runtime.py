@@ -18,12 +18,14 @@ Create Date: 2026-11-21
 
 import sqlalchemy as sa
 from alembic import op
-from clawbus_core.bootstrap import DEFAULT_FILES
+from clawbus_core.bootstrap import BOOTSTRAP_FILES, DEFAULT_FILES
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+
+_BOOTSTRAP = ", ".join(f"'{name}'" for name in BOOTSTRAP_FILES)
 
 
 def _execute_all(sql: str) -> None:
@@ -96,6 +98,66 @@ def upgrade() -> None:
         ALTER TABLE usage ADD CONSTRAINT usage_run_model UNIQUE (run_id, model)
         """
     )
+    # An agent's `updated_at` is the version of everything its prompt is built from, so a
+    # runner can reuse the context it loaded while the version holds: bootstrap files and
+    # skills (a shared skill touches every agent of its tenant) bump it.
+    op.execute(
+        f"""
+        CREATE FUNCTION clawbus_touch_agent_files() RETURNS trigger AS $$
+        DECLARE
+            touched boolean := false;
+            agent uuid;
+        BEGIN
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                touched := NEW.path IN ({_BOOTSTRAP});
+                agent := NEW.agent_id;
+            END IF;
+            IF TG_OP IN ('UPDATE', 'DELETE') THEN
+                touched := touched OR OLD.path IN ({_BOOTSTRAP});
+                agent := OLD.agent_id;
+            END IF;
+            IF touched THEN
+                UPDATE agents SET updated_at = clock_timestamp() WHERE id = agent;
+            END IF;
+            RETURN NULL;
+        END $$ LANGUAGE plpgsql
+        """  # noqa: S608 (constant file names, not input)
+    )
+    op.execute(
+        """
+        CREATE FUNCTION clawbus_touch_agent_skills() RETURNS trigger AS $$
+        DECLARE
+            skill skills%ROWTYPE;
+        BEGIN
+            IF TG_OP = 'DELETE' THEN skill := OLD; ELSE skill := NEW; END IF;
+            UPDATE agents SET updated_at = clock_timestamp()
+            WHERE tenant_id = skill.tenant_id
+              AND (skill.agent_id IS NULL OR id = skill.agent_id);
+            RETURN NULL;
+        END $$ LANGUAGE plpgsql
+        """
+    )
+    op.execute(
+        """
+        CREATE FUNCTION clawbus_agent_updated() RETURNS trigger AS $$
+        BEGIN
+            NEW.updated_at := clock_timestamp();
+            RETURN NEW;
+        END $$ LANGUAGE plpgsql
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER agents_updated BEFORE UPDATE ON agents "
+        "FOR EACH ROW EXECUTE FUNCTION clawbus_agent_updated()"
+    )
+    op.execute(
+        "CREATE TRIGGER workspace_files_touch_agent AFTER INSERT OR UPDATE OR DELETE "
+        "ON workspace_files FOR EACH ROW EXECUTE FUNCTION clawbus_touch_agent_files()"
+    )
+    op.execute(
+        "CREATE TRIGGER skills_touch_agent AFTER INSERT OR UPDATE OR DELETE "
+        "ON skills FOR EACH ROW EXECUTE FUNCTION clawbus_touch_agent_skills()"
+    )
     # Agents that exist already get the default workspace files new agents are seeded with.
     for path, content in DEFAULT_FILES.items():
         op.get_bind().execute(
@@ -111,6 +173,12 @@ def upgrade() -> None:
 def downgrade() -> None:
     _execute_all(
         """
+        DROP TRIGGER agents_updated ON agents;
+        DROP FUNCTION clawbus_agent_updated();
+        DROP TRIGGER workspace_files_touch_agent ON workspace_files;
+        DROP TRIGGER skills_touch_agent ON skills;
+        DROP FUNCTION clawbus_touch_agent_files();
+        DROP FUNCTION clawbus_touch_agent_skills();
         ALTER TABLE usage DROP CONSTRAINT usage_run_model;
         ALTER TABLE usage ADD CONSTRAINT usage_run_id_key UNIQUE (run_id);
         ALTER TABLE messages DROP COLUMN kind, DROP COLUMN covers_upto, DROP COLUMN tokens;
