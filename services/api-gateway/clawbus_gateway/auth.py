@@ -9,6 +9,7 @@ from aiohttp.typedefs import Handler
 from clawbus_protocol.errors import Unauthorized
 
 from clawbus_gateway.keys import SETTINGS_TOKEN
+from clawbus_gateway.principal import OPERATOR, PRINCIPAL
 
 PUBLIC_PATHS = frozenset({"/health"})
 
@@ -31,4 +32,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     expected = request.app[SETTINGS_TOKEN]
     if not hmac.compare_digest(presented.encode(), expected.encode()):
         raise Unauthorized("invalid gateway token")
+    request[PRINCIPAL] = OPERATOR
     return await handler(request)

@@ -46,6 +46,7 @@ from clawbus_protocol.runs import (
 
 from clawbus_gateway.body import read_model
 from clawbus_gateway.keys import CATALOG, RUNS
+from clawbus_gateway.principal import require
 from clawbus_gateway.runs import DEFAULT_AGENT, Submitted, Turn
 
 routes = web.RouteTableDef()
@@ -152,6 +153,7 @@ def _turn(request: web.Request, body: ChatCompletionRequest) -> Turn:
         ),
         idempotency_key=_header(request, "Idempotency-Key"),
         queue_mode=_queue_mode(request),
+        tenant_id=require(request, "chat").tenant_id,
     )
 
 

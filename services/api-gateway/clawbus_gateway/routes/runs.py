@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 
 from aiohttp import web
-from clawbus_core.store.runs import DEFAULT_TENANT
 from clawbus_protocol.errors import InvalidRequest
 from clawbus_protocol.runs import AbortResult
 
 from clawbus_gateway.keys import RUNS
+from clawbus_gateway.principal import require
 
 routes = web.RouteTableDef()
 
@@ -31,7 +31,8 @@ async def abort_run(request: web.Request) -> web.Response:
         run_id = uuid.UUID(request.match_info["run_id"])
     except ValueError:
         raise InvalidRequest("run id must be a UUID", param="run_id") from None
-    result = await request.app[RUNS].abort(DEFAULT_TENANT, run_id=run_id)
+    who = require(request, "chat")
+    result = await request.app[RUNS].abort(who.tenant_id, run_id=run_id)
     return _result(result.run_ids)
 
 
@@ -42,5 +43,6 @@ async def abort_session(request: web.Request) -> web.Response:
         raise InvalidRequest(
             f"session key must be 1 to {_MAX_KEY_CHARS} characters", param="session_key"
         )
-    result = await request.app[RUNS].abort(DEFAULT_TENANT, session_key=key)
+    who = require(request, "chat")
+    result = await request.app[RUNS].abort(who.tenant_id, session_key=key)
     return _result(result.run_ids)
