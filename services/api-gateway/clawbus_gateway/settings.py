@@ -7,7 +7,7 @@ import secrets
 
 from clawbus_core.secrets import PLACEHOLDERS, load_or_create_token
 from clawbus_protocol.settings import ClawbusSettings
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 
 def _is_loopback(host: str) -> bool:
@@ -17,6 +17,12 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class ApiTokenConfig(BaseModel):
+    name: str
+    token: SecretStr
+    permissions: list[str] = ["chat"]
 
 
 class GatewaySettings(ClawbusSettings):
@@ -30,6 +36,27 @@ class GatewaySettings(ClawbusSettings):
     # Identifies this replica's reply channel; unique per process.
     gateway_instance_id: str = Field(default_factory=lambda: secrets.token_hex(6))
     gateway_db_pool_size: int = Field(default=20, ge=2)
+
+    # --- auth (issue 4) ---------------------------------------------------------------
+    # Password auth (000): `Authorization: Basic`, `X-OpenClaw-Password`, WS `?password=`.
+    gateway_password: SecretStr | None = None
+    # API tokens from config, with permissions (002).
+    gateway_api_tokens: list[ApiTokenConfig] = []
+    # Failed authentication attempts allowed per client address per minute.
+    gateway_auth_failures_per_minute: int = Field(default=20, ge=1)
+
+    # --- limits (issue 4) -------------------------------------------------------------
+    # Requests per minute per credential, by route class (token bucket in Redis).
+    gateway_rate_limits: dict[str, int] = {"default": 100}
+    gateway_max_connections_per_client: int = Field(default=64, ge=1)
+
+    # --- WebSocket control channel (issue 4) -----------------------------------------
+    # Origins a browser may open the WebSocket from ("*" for any); no Origin header
+    # (non-browser clients) is always allowed.
+    gateway_allowed_origins: list[str] = []
+    gateway_ws_max_frame_bytes: int = Field(default=1024 * 1024, ge=1024)
+    gateway_ws_idle_timeout_s: float = Field(default=300.0, gt=0)
+    gateway_ws_heartbeat_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _check_token(self) -> GatewaySettings:
