@@ -188,6 +188,9 @@ async def _run(
         "CLAWBUS_OPENAI_API_KEY": "sk-bench",
         "CLAWBUS_OPENAI_BASE_URL": f"{fake_url}/v1",
         "CLAWBUS_LOG_LEVEL": "WARNING",
+        # The benchmark is one client sending thousands of requests: no per-client limits.
+        "CLAWBUS_GATEWAY_RATE_LIMITS": '{"default": 0, "chat": 0, "sessions": 0, "tools": 0}',
+        "CLAWBUS_GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "4096",
     }
     cli = [sys.executable, "-m", "clawbus_core.cli"]
     for name in ("gateway", "agent-runner"):

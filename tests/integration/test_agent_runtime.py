@@ -123,7 +123,12 @@ async def test_sessions_run_one_at_a_time_in_order_across_two_runners(
     tmp_path: Path,
 ) -> None:
     fake_models.set_default("gpt-lane", Reply(text="ok", delay_s=0.02))
-    overrides = {"CLAWBUS_RUNNER_CONCURRENCY": "8"}
+    # 100 requests at once from one client: above the default per-client caps.
+    overrides = {
+        "CLAWBUS_RUNNER_CONCURRENCY": "8",
+        "CLAWBUS_GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "200",
+        "CLAWBUS_GATEWAY_RATE_LIMITS": '{"default": 0, "chat": 0}',
+    }
     async with start_system(
         endpoints, namespace, fake_models, tmp_path, runners=2, overrides=overrides
     ) as system:

@@ -1,4 +1,4 @@
-"""The `clawbus` command: `up`, `migrate`, `gateway`, `agent-runner`, `status`."""
+"""The `clawbus` command: `up`, `migrate`, `gateway`, `agent-runner`, `status`, `apikey`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,55 @@ def cmd_status(args: argparse.Namespace) -> int:
     from clawbus_core.status import report
 
     return asyncio.run(report(timeout_s=args.timeout))
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    from clawbus_protocol.errors import ClawbusError
+
+    try:
+        return asyncio.run(_apikey(args))
+    except ClawbusError as exc:
+        raise SystemExit(f"clawbus: {exc}") from None
+
+
+async def _apikey(args: argparse.Namespace) -> int:
+    from clawbus_gateway.principal import ALL_PERMISSIONS
+    from clawbus_protocol.settings import ClawbusSettings
+
+    from clawbus_core.config import resolve_endpoints
+    from clawbus_core.db import create_pool
+    from clawbus_core.store import api_keys
+
+    endpoints = resolve_endpoints(ClawbusSettings())
+    pool = await create_pool(endpoints.database_url, min_size=1, max_size=1)
+    try:
+        tenant = await api_keys.resolve_tenant(pool, args.tenant) if args.tenant else None
+        if args.action == "create":
+            key, plaintext = await api_keys.create_key(
+                pool,
+                tenant or await api_keys.resolve_tenant(pool, "default"),
+                args.name,
+                args.scopes.split(","),
+                known_scopes=ALL_PERMISSIONS,
+            )
+            _say(f"created API key {key.id} {key.name!r} (scopes: {','.join(key.scopes)})")
+            _say("the key is shown only now; store it:")
+            print(plaintext, flush=True)
+        elif args.action == "list":
+            for key in await api_keys.list_keys(pool, tenant):
+                state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+                used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+                print(
+                    f"{key.id}  {key.masked}  {key.name!r}  tenant={key.tenant_id}  "
+                    f"scopes={','.join(key.scopes) or '-'}  last_used={used}  {state}",
+                    flush=True,
+                )
+        else:
+            key = await api_keys.revoke_key(pool, args.id, tenant_id=tenant)
+            _say(f"revoked API key {key.id} {key.name!r}")
+    finally:
+        await pool.close()
+    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -157,6 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="check the gateway, bus, database and cache")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(func=cmd_status)
+    apikey = sub.add_parser("apikey", help="create, list and revoke API keys (goclaw_...)")
+    actions = apikey.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key and print it (once)")
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--scopes", required=True, help="comma-separated permissions, e.g. chat,sessions"
+    )
+    create.add_argument("--tenant", help="tenant id or slug (default: the default tenant)")
+    listing = actions.add_parser("list", help="list keys, masked")
+    listing.add_argument("--tenant", help="only this tenant's keys (id or slug)")
+    revoke = actions.add_parser("revoke", help="revoke a key; its next request fails")
+    revoke.add_argument("id", type=uuid.UUID, metavar="ID")
+    revoke.add_argument("--tenant", help="refuse unless the key is this tenant's (id or slug)")
+    apikey.set_defaults(func=cmd_apikey)
     return parser
 
 

@@ -4,23 +4,32 @@
 `AsyncOpenAI(base_url=fake.url + "/v1")` / `AsyncAnthropic(base_url=fake.url)`. Replies are queued
 per model with `script()`; with nothing queued the model's `set_default()` reply is used, else an
 echo of the last user message. Run standalone with `python -m clawbus_fakes.models --port 0`.
+
+OpenAI's `POST /v1/embeddings` answers with `fake_embedding` vectors (a hashed bag of words:
+texts sharing words are close, others are orthogonal), as floats or base64 like the real API.
+A scripted reply for the model applies only its failure and timing fields (`status`, `error`,
+`delay_s`, `drop_after_chunks`, `retry_after_s`) to an embeddings request.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import itertools
 import json
+import math
 import re
 import signal
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal, Self, TypeGuard
 
 from aiohttp import web
 
@@ -35,6 +44,7 @@ __all__ = [
     "Reply",
     "ToolCall",
     "WireProtocol",
+    "fake_embedding",
     "main",
 ]
 
@@ -58,6 +68,23 @@ _REFUSAL: Final[dict[str, dict[str, str]]] = {
 # Tool arguments stream in fragments of this many characters, like a tokenizer would cut them.
 _ARG_FRAGMENT: Final = 16
 _MAX_BODY: Final = 64 * 1024 * 1024  # agents send long transcripts; aiohttp's default is 1 MiB
+EMBEDDING_DIMENSIONS: Final = 256
+_MAX_DIMENSIONS: Final = 4096
+# The fake's stemmer: a word's first five letters ("vegetables" and "vegetarian" -> "veget"),
+# cruder than Postgres' English stemmer, so tests can find a file by meaning but not by lexeme.
+_STEM_CHARS: Final = 5
+_BAD_EMBEDDING_INPUT: Final = (
+    "'$.input' is invalid. Please check the API reference: "
+    "https://platform.openai.com/docs/api-reference."
+)
+_EMBED_WORD_RE: Final = re.compile(r"[^\W_]{3,}")
+_STOP_WORDS: Final = frozenset({
+    "the", "and", "for", "are", "but", "not", "you", "all", "any", "can", "had", "her", "was",
+    "one", "our", "out", "has", "his", "how", "its", "may", "new", "now", "who", "did", "get",
+    "him", "she", "they", "them", "this", "that", "with", "have", "from", "what", "when",
+    "where", "which", "will", "your", "about", "there", "their", "would", "been", "were",
+    "into", "than", "then", "these", "those", "very", "also",
+})  # fmt: skip
 
 
 @dataclass
@@ -170,6 +197,42 @@ def _text_of(content: object, *, tool_results: bool) -> str:
     return "\n".join(parts)
 
 
+def fake_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake's deterministic embedding: a unit vector counting, per dimension, the words
+    hashed there. Words are lower-cased runs of three or more letters or digits, without a few
+    dozen English stop words, cut to their first five letters; a text with no such word is
+    hashed whole."""
+    words = [w[:_STEM_CHARS] for w in _EMBED_WORD_RE.findall(text.lower())]
+    words = [w for w in words if w not in _STOP_WORDS] or [text.strip().lower()]
+    vector = [0.0] * dimensions
+    for word in words:
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        vector[int.from_bytes(digest, "big") % dimensions] += 1.0
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector]
+
+
+def _embedding_inputs(raw: object) -> list[str] | None:
+    """The texts of an embeddings `input` (a token array becomes words), None if invalid."""
+    if isinstance(raw, str) or _is_tokens(raw):
+        raw = [raw]  # one text, or one token array
+    if not isinstance(raw, list) or not raw:
+        return None
+    texts = []
+    for item in raw:
+        if _is_tokens(item):
+            texts.append(" ".join(f"token{t}" for t in item))
+        elif isinstance(item, str) and item:
+            texts.append(item)
+        else:  # the real API refuses empty strings too
+            return None
+    return texts
+
+
+def _is_tokens(item: object) -> TypeGuard[list[int]]:
+    return isinstance(item, list) and bool(item) and all(type(t) is int for t in item)
+
+
 def _json_response(
     data: object, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -245,6 +308,7 @@ class FakeModelServer:
         app = web.Application(client_max_size=_MAX_BODY)
         app.router.add_post("/v1/chat/completions", self._handle_openai)
         app.router.add_post("/v1/messages", self._handle_anthropic)
+        app.router.add_post("/v1/embeddings", self._handle_embeddings)
         app.router.add_get("/v1/models", self._handle_models)
         # Bind first (it may fail: port in use) so nothing is left to clean up if it does.
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -390,6 +454,48 @@ class FakeModelServer:
             return _json_response(body, headers=headers)
         events = _anthropic_wire.stream_events(plan, mid, recorded.model)
         return await _write_stream(request, reply, headers, events)
+
+    async def _handle_embeddings(self, request: web.Request) -> web.StreamResponse:
+        headers = {"x-request-id": f"req_fake{next(self._ids):016d}"}
+        recorded = await self._receive(request, "openai")
+        if isinstance(recorded, str):
+            return _json_response(_openai_wire.error_body(400, recorded), 400, headers)
+        reply = self._next_reply(recorded)
+        if reply.delay_s > 0:
+            await asyncio.sleep(reply.delay_s)
+        if reply.status is not None:
+            message = _CONTEXT_LENGTH_OPENAI if reply.error == "context_length_exceeded" else None
+            body = _openai_wire.error_body(reply.status, message)
+            return _json_response(body, reply.status, _error_headers(reply, headers))
+        if reply.drop_after_chunks is not None:
+            return _drop(request)
+        texts = _embedding_inputs(recorded.body.get("input"))
+        dimensions = recorded.body.get("dimensions", EMBEDDING_DIMENSIONS)
+        encoding = recorded.body.get("encoding_format", "float")
+        problem = None
+        if texts is None:
+            problem = _BAD_EMBEDDING_INPUT
+        elif type(dimensions) is not int or not 1 <= dimensions <= _MAX_DIMENSIONS:
+            problem = f"Invalid value for 'dimensions': {dimensions!r}."
+        elif encoding not in ("float", "base64"):
+            problem = f"Invalid value for 'encoding_format': {encoding!r}."
+        if texts is None or problem is not None:
+            return _json_response(_openai_wire.error_body(400, problem), 400, headers)
+        data = []
+        for index, text in enumerate(texts):
+            vector: list[float] | str = fake_embedding(text, dimensions)
+            if encoding == "base64":  # what the SDK asks for by default: little-endian float32
+                packed = struct.pack(f"<{len(vector)}f", *vector)
+                vector = base64.b64encode(packed).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = sum(len(text.split()) for text in texts)
+        body = {
+            "object": "list",
+            "data": data,
+            "model": recorded.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return _json_response(body, headers=headers)
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
         # One body both SDKs parse: OpenAI reads id/object/created/owned_by and the list's

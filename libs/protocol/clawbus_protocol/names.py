@@ -45,6 +45,12 @@ class Names:
         """Every runner hears abort requests and stops the run if it is executing it."""
         return f"{self.namespace}.runs.abort"
 
+    @property
+    def gateway_events_subject(self) -> str:
+        """Session events (001's WebSocket events) every gateway replica fans out to its
+        clients, whichever replica the session's run went through."""
+        return f"{self.namespace}.gateway.events"
+
     # --- Redis ------------------------------------------------------------------------
     def run_events_key(self, run_id: UUID) -> str:
         """Capped stream of a run's events, for replay and gap filling."""

@@ -81,6 +81,10 @@ class ClawbusSettings(BaseSettings):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     # Extra model ids to advertise on /v1/models (any configured provider may serve more).
     models: list[str] = Field(default_factory=list)
+    # The model memory_search embeds memory with, as `provider/model` of an OpenAI-compatible
+    # provider (e.g. "openai/text-embedding-3-small"): search then ranks by keywords and
+    # meaning together. Unset: keywords (Postgres full-text search) only.
+    embedding_model: str | None = None
 
     @field_validator("namespace")
     @classmethod

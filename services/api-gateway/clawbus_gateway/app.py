@@ -12,10 +12,13 @@ from clawbus_core.db import create_pool
 from clawbus_core.events import RunRelay
 from clawbus_core.models import ModelCatalog
 
-from clawbus_gateway.auth import auth_middleware
+from clawbus_gateway import broadcast
+from clawbus_gateway.auth import KEYRING, Keyring, auth_middleware
 from clawbus_gateway.errors import error_middleware
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS, SETTINGS_TOKEN
-from clawbus_gateway.routes import health, openai, runs
+from clawbus_gateway.ratelimit import RateLimits, stamp_headers
+from clawbus_gateway.routes import agent, health, openai, responses, runs, services, sessions
+from clawbus_gateway.routes import ws as ws_routes
 from clawbus_gateway.runs import RunService
 from clawbus_gateway.settings import GatewaySettings
 
@@ -44,14 +47,24 @@ async def _infrastructure(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[error_middleware, auth_middleware, RateLimits(settings)],
         client_max_size=settings.gateway_max_body_bytes,
     )
+    app.on_response_prepare.append(stamp_headers)
     app[SETTINGS] = settings
     app[SETTINGS_TOKEN] = settings.token()
+    app[KEYRING] = Keyring.from_settings(settings, app[SETTINGS_TOKEN])
     app[CATALOG] = ModelCatalog.from_settings(settings)
     app.cleanup_ctx.append(_infrastructure)
+    app.cleanup_ctx.append(broadcast.broadcasting)  # after: it uses the NATS connection
+    app.on_shutdown.append(broadcast.close_clients)
     app.add_routes(health.routes)
     app.add_routes(openai.routes)
     app.add_routes(runs.routes)
+    app.cleanup_ctx.append(agent.clock)
+    app.add_routes(agent.routes)
+    app.add_routes(sessions.routes)
+    app.add_routes(services.routes)
+    app.add_routes(responses.routes)
+    app.add_routes(ws_routes.routes)
     return app

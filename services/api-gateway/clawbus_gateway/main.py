@@ -9,6 +9,7 @@ from aiohttp import web
 from clawbus_core.logs import setup_logging
 
 from clawbus_gateway.app import create_app
+from clawbus_gateway.auth import RedactingAccessLogger
 from clawbus_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def main() -> None:
         port=settings.gateway_port,
         print=None,
         access_log=None,
+        access_log_class=RedactingAccessLogger,
         shutdown_timeout=settings.gateway_shutdown_timeout_s,
         loop=_new_loop(),
         handle_signals=True,
