@@ -276,6 +276,8 @@ def main() -> None:
     )
     parser.add_argument("--port", type=int, default=18790)
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so every process and server the bench started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="clawbus-bench-"))
     os.chmod(workdir, 0o755)
     with ExitStack() as stack:
