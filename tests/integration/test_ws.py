@@ -485,3 +485,28 @@ async def test_shutdown_closes_clients_with_1001(system: System) -> None:
         assert time.monotonic() - started < 5
     assert msg.type is WSMsgType.CLOSE
     assert ws.close_code == 1001
+
+
+async def test_runs_of_every_surface_are_announced_to_subscribers(system: System) -> None:
+    """001's events come from the run service, so an OpenAI-style HTTP request is seen by a
+    WebSocket subscriber on another replica too."""
+    system.fake.script("gpt-ws-http", Reply(text="from http"))
+    key = f"ws-http-{system.namespace}"
+    async with (
+        second_replica(system) as other,
+        websockets_client(other, auth(system)) as watcher,
+    ):
+        await watcher.call("subscribe", {"sessionKeys": [key]})
+        raw = await system.openai().chat.completions.with_raw_response.create(
+            model="openai/gpt-ws-http",
+            messages=[{"role": "user", "content": "over http"}],
+            extra_headers={"x-openclaw-session-key": key},
+        )
+        run_id = raw.headers["x-clawbus-run-id"]
+        created = await watcher.event("session:created", sessionKey=key)
+        assert created["payload"]["channel"] == "api"
+        received = await watcher.event("message:received", sessionKey=key)
+        assert received["payload"]["message"] == "over http"
+        assert received["payload"]["runId"] == run_id
+        sent = await watcher.event("message:sent", sessionKey=key)
+        assert sent["payload"]["message"] == "from http"

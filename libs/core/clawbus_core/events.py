@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -193,6 +193,11 @@ class RunWatch:
         self.run_id = run_id
         self._queue: asyncio.Queue[RunEvent] = asyncio.Queue(maxsize=4096)
         self._idle_fill_s = idle_fill_s
+        self._observers: list[Callable[[RunEvent], Awaitable[None]]] = []
+
+    def observe(self, observer: Callable[[RunEvent], Awaitable[None]]) -> None:
+        """Call `observer` with each event, in order, as the reader receives it."""
+        self._observers.append(observer)
 
     def push(self, event: RunEvent) -> None:
         with contextlib.suppress(asyncio.QueueFull):
@@ -222,6 +227,8 @@ class RunWatch:
             while next_seq in pending:
                 event = pending.pop(next_seq)
                 next_seq += 1
+                for observer in self._observers:
+                    await observer(event)
                 yield event
                 if is_terminal(event):
                     return

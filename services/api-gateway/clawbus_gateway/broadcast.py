@@ -123,9 +123,14 @@ async def broadcasting(app: web.Application) -> AsyncIterator[None]:
     broadcaster = Broadcaster(app[RUNS].nc, settings.names, settings.gateway_instance_id)
     await broadcaster.start()
     app[BROADCASTER] = broadcaster
+    # Imported here: session_events imports this module.
+    from clawbus_gateway.session_events import SessionAnnouncer
+
+    app[RUNS].announcer = SessionAnnouncer(broadcaster)
     try:
         yield
     finally:
+        app[RUNS].announcer = None
         await broadcaster.stop()
 
 

@@ -25,6 +25,8 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError as JetStreamAPIError
 
+from clawbus_gateway.session_events import RunAnnouncement, SessionAnnouncer
+
 log = logging.getLogger(__name__)
 
 DEFAULT_AGENT = "main"
@@ -89,6 +91,9 @@ class RunService:
         self.relay = relay
         self.names = names
         self.timeout_s = timeout_s
+        # Set when session events are broadcast (see session_events.py): every run any
+        # surface starts is announced.
+        self.announcer: SessionAnnouncer | None = None
 
     @asynccontextmanager
     async def submit(self, turn: Turn) -> AsyncIterator[Submitted]:
@@ -141,7 +146,27 @@ class RunService:
                 queue_mode=created.queue_mode,
             )
             await self._publish(request)
+            if self.announcer is not None:
+                await self._announce(self.announcer, turn, request, watch, created)
             yield Submitted(run_id, session_key, watch)
+
+    @staticmethod
+    async def _announce(
+        announcer: SessionAnnouncer,
+        turn: Turn,
+        request: RunRequest,
+        watch: RunWatch,
+        created: store.NewRun,
+    ) -> None:
+        run = RunAnnouncement(
+            tenant_id=request.tenant_id,
+            session_key=request.session_key,
+            run_id=request.run_id,
+            agent_key=request.agent_key,
+            channel=turn.channel,
+        )
+        await announcer.accepted(run, turn.user_text, new_session=created.session_created)
+        watch.observe(lambda event: announcer.observe(run, event))
 
     async def abort(
         self, tenant_id: UUID, *, run_id: UUID | None = None, session_key: str | None = None

@@ -47,7 +47,6 @@ from clawbus_protocol.errors import (
     Forbidden,
     InternalError,
     InvalidRequest,
-    NotFound,
     RateLimited,
     ServiceUnavailable,
 )
@@ -413,7 +412,6 @@ class Connection:
     ) -> None:
         answered = False
         try:
-            new_session = await self._is_new_session(turn)
             async with self.runs.submit(turn) as sub:
                 stream.run_id = sub.run_id
                 existing = sub.existing
@@ -425,9 +423,7 @@ class Connection:
                 answered = True
                 if self.ws.closed:
                     return
-                if existing is None:
-                    await self._announce(turn, sub, new_session=new_session)
-                elif existing.status not in ("queued", "running"):
+                if existing is not None and existing.status not in ("queued", "running"):
                     await self._send(_replayed(sub, existing))
                     return
                 await self._follow(sub, deltas=deltas)
@@ -438,14 +434,6 @@ class Connection:
             log.exception("ws client %s: chat.run failed", self.client_id)
             if not answered:
                 await self._respond_error(frame_id, InternalError("internal error").info)
-
-    async def _is_new_session(self, turn: Turn) -> bool:
-        assert turn.session_key is not None
-        try:
-            await sessions.get_session(self.runs.pool, turn.tenant_id, turn.session_key)
-        except NotFound:
-            return True
-        return False
 
     async def _follow(self, sub: Submitted, *, deltas: bool) -> None:
         """The run's events as 000's frames to this client, and as 001's to every listener."""
@@ -487,26 +475,6 @@ class Connection:
             log.exception("ws client %s: following run %s failed", self.client_id, run_id)
             await self._failed(sub, InternalError("internal error; see the log").info)
 
-    async def _announce(self, turn: Turn, sub: Submitted, *, new_session: bool) -> None:
-        now = _now_ms()
-        if new_session:
-            created = frames.SessionCreated(
-                session_key=sub.session_key,
-                agent_id=canonical_agent(turn.agent_key),
-                channel=turn.channel,
-                timestamp=now,
-            )
-            await self._publish(sub, frames.SessionCreatedEvent(payload=created))
-        received = frames.MessageEvent(
-            session_key=sub.session_key,
-            run_id=sub.run_id,
-            channel=turn.channel,
-            role="user",
-            message=turn.user_text,
-            timestamp=now,
-        )
-        await self._publish(sub, frames.MessageReceivedEvent(payload=received))
-
     async def _tool_call(self, sub: Submitted, event: ToolCallEvent) -> None:
         call = event.call
         data = frames.ToolCallData(
@@ -517,15 +485,6 @@ class Connection:
             params=call.arguments,
         )
         await self._send(frames.ToolCallFrame(data=data))
-        invoked = frames.ToolInvoked(
-            session_key=sub.session_key,
-            run_id=sub.run_id,
-            call_id=call.id,
-            tool=call.name,
-            params=call.arguments,
-            timestamp=_now_ms(),
-        )
-        await self._publish(sub, frames.ToolInvokedEvent(payload=invoked))
 
     async def _done(self, sub: Submitted, event: DoneEvent) -> None:
         done = frames.ChatDone(
@@ -537,27 +496,11 @@ class Connection:
             usage=frames.WsUsage.of(event.usage),
         )
         await self._send(frames.ChatDoneEvent(data=done))
-        sent = frames.MessageEvent(
-            session_key=sub.session_key,
-            run_id=sub.run_id,
-            channel=CHANNEL,
-            role="assistant",
-            message=event.text,
-            timestamp=_now_ms(),
-        )
-        await self._publish(sub, frames.MessageSentEvent(payload=sent))
 
     async def _failed(self, sub: Submitted, error: ErrorInfo) -> None:
         body = error.envelope().error
         failed = frames.ChatError(session_key=sub.session_key, run_id=sub.run_id, error=body)
         await self._send(frames.ChatErrorEvent(data=failed))
-        data = frames.SessionErrorData(
-            session_key=sub.session_key, run_id=sub.run_id, error=body, timestamp=_now_ms()
-        )
-        await self._publish(sub, frames.SessionErrorEvent(payload=data))
-
-    async def _publish(self, sub: Submitted, event: SessionEvent) -> None:
-        await self.broadcaster.publish(self.who.tenant_id, sub.session_key, event)
 
     # --- the other methods --------------------------------------------------------------
 
