@@ -18,6 +18,7 @@ from clawbus_gateway.errors import error_middleware
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS, SETTINGS_TOKEN
 from clawbus_gateway.ratelimit import RateLimits, stamp_headers
 from clawbus_gateway.routes import agent, health, openai, responses, runs, services, sessions
+from clawbus_gateway.routes import api_v1 as v1
 from clawbus_gateway.routes import ws as ws_routes
 from clawbus_gateway.runs import RunService
 from clawbus_gateway.settings import GatewaySettings
@@ -47,7 +48,7 @@ async def _infrastructure(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware, RateLimits(settings)],
+        middlewares=[v1.error_envelope, error_middleware, auth_middleware, RateLimits(settings)],
         client_max_size=settings.gateway_max_body_bytes,
     )
     app.on_response_prepare.append(stamp_headers)
@@ -64,6 +65,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.cleanup_ctx.append(agent.clock)
     app.add_routes(agent.routes)
     app.add_routes(sessions.routes)
+    app.add_routes(v1.routes)
     app.add_routes(services.routes)
     app.add_routes(responses.routes)
     app.add_routes(ws_routes.routes)
