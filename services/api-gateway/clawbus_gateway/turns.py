@@ -24,11 +24,15 @@ from clawbus_protocol.runs import (
     ErrorEvent,
     QueueMode,
     RunEvent,
+    RunInput,
+    RunOptions,
     ToolCall,
     Usage,
 )
 
-from clawbus_gateway.runs import DEFAULT_AGENT, Submitted, canonical_agent
+from clawbus_gateway.keys import CATALOG
+from clawbus_gateway.principal import require
+from clawbus_gateway.runs import DEFAULT_AGENT, Submitted, Turn, canonical_agent
 
 MAX_KEY_CHARS = 256
 SESSION_HEADER = "x-openclaw-session-key"
@@ -75,6 +79,57 @@ def openclaw_agent(agent_id: str | None, session: str | None) -> str:
         if named is not None:
             return canonical_agent(named)
     return DEFAULT_AGENT
+
+
+def openclaw_turn(
+    request: web.Request,
+    *,
+    message: str,
+    agent_id: str | None,
+    session: str | None,
+    model: str | None,
+) -> Turn:
+    """The turn an OpenClaw-style request (000 agent run, 002 chat) asks for: one user
+    message, the named agent, its main session unless one is named, an optional model."""
+    who = require(request, "chat")
+    agent = openclaw_agent(agent_id, session)
+    messages = [ChatMessage(role="user", content=message)]
+    return Turn(
+        agent_key=agent,
+        session_key=session or sessionkeys.main_key(agent),
+        user_text=user_text(messages, param="message"),
+        input=RunInput(messages=messages),
+        options=RunOptions(
+            model=request.app[CATALOG].resolve(model).id if model is not None else None
+        ),
+        idempotency_key=header(request, "Idempotency-Key"),
+        queue_mode=queue_mode(request),
+        tenant_id=who.tenant_id,
+    )
+
+
+def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """`?name=` as an integer in [low, high]; 400 naming it otherwise."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise InvalidRequest(f"?{name}= must be an integer from {low} to {high}", param=name)
+    return value
+
+
+def path_session_key(request: web.Request) -> str:
+    """The `{session_key}` of the route's path, bounded like every session key."""
+    key = request.match_info["session_key"]
+    if not 0 < len(key) <= MAX_KEY_CHARS or "\x00" in key:
+        raise InvalidRequest(
+            f"session key must be 1 to {MAX_KEY_CHARS} characters", param="sessionKey"
+        )
+    return key
 
 
 def session_key(request: web.Request, agent_key: str, user: str | None) -> str | None:

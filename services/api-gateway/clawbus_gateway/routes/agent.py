@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from clawbus_core import sessionkeys
 from clawbus_protocol import __version__
 from clawbus_protocol.errors import ErrorInfo
 from clawbus_protocol.openclaw_http import (
@@ -26,30 +25,24 @@ from clawbus_protocol.openclaw_http import (
     StreamDone,
 )
 from clawbus_protocol.runs import (
-    ChatMessage,
     DeltaEvent,
     DoneEvent,
     ErrorEvent,
     RunEvent,
-    RunInput,
-    RunOptions,
 )
 
 from clawbus_gateway.body import read_model
-from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS
-from clawbus_gateway.principal import principal, require
+from clawbus_gateway.keys import RUNS, SETTINGS
+from clawbus_gateway.principal import principal
 from clawbus_gateway.runs import Submitted, Turn
 from clawbus_gateway.sse import EventStream, stream_run, submit_or_resume
 from clawbus_gateway.turns import (
     Outcome,
     finished,
-    header,
-    openclaw_agent,
+    openclaw_turn,
     outcome,
-    queue_mode,
     replayed,
     run_headers,
-    user_text,
 )
 
 routes = web.RouteTableDef()
@@ -85,21 +78,12 @@ async def status(request: web.Request) -> web.Response:
 
 
 def _turn(request: web.Request, body: AgentRunRequest) -> Turn:
-    who = require(request, "chat")
-    model = body.options.model
-    agent = openclaw_agent(body.agent_id, body.session_key)
-    messages = [ChatMessage(role="user", content=body.message)]
-    return Turn(
-        agent_key=agent,
-        session_key=body.session_key or sessionkeys.main_key(agent),
-        user_text=user_text(messages, param="message"),
-        input=RunInput(messages=messages),
-        options=RunOptions(
-            model=request.app[CATALOG].resolve(model).id if model is not None else None
-        ),
-        idempotency_key=header(request, "Idempotency-Key"),
-        queue_mode=queue_mode(request),
-        tenant_id=who.tenant_id,
+    return openclaw_turn(
+        request,
+        message=body.message,
+        agent_id=body.agent_id,
+        session=body.session_key,
+        model=body.options.model,
     )
 
 

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from clawbus_core import sessionkeys
 from clawbus_core.store import sessions as store
 from clawbus_protocol import __version__
 from clawbus_protocol.errors import ErrorCode, ErrorEnvelope, ErrorInfo
@@ -41,13 +40,10 @@ from clawbus_protocol.openclaw_v1 import (
 )
 from clawbus_protocol.openclaw_v1 import ErrorEnvelope as V1ErrorEnvelope
 from clawbus_protocol.runs import (
-    ChatMessage,
     DeltaEvent,
     DoneEvent,
     ErrorEvent,
     RunEvent,
-    RunInput,
-    RunOptions,
 )
 from pydantic import ValidationError
 
@@ -55,19 +51,17 @@ from clawbus_gateway.body import read_model
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS
 from clawbus_gateway.principal import principal, require
 from clawbus_gateway.routes.agent import STARTED
-from clawbus_gateway.routes.sessions import _int_query, _session_key
 from clawbus_gateway.runs import Submitted, Turn
 from clawbus_gateway.sse import EventStream, stream_run, submit_or_resume
 from clawbus_gateway.turns import (
     Outcome,
     finished,
-    header,
-    openclaw_agent,
+    int_query,
+    openclaw_turn,
     outcome,
-    queue_mode,
+    path_session_key,
     replayed,
     run_headers,
-    user_text,
 )
 
 PREFIX = "/api/v1"
@@ -125,21 +119,12 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 def _turn(request: web.Request, body: ChatRequest) -> Turn:
-    who = require(request, "chat")
-    agent = openclaw_agent(body.agent_id, body.session_key)
-    messages = [ChatMessage(role="user", content=body.message)]
-    model = body.model
-    return Turn(
-        agent_key=agent,
-        session_key=body.session_key or sessionkeys.main_key(agent),
-        user_text=user_text(messages, param="message"),
-        input=RunInput(messages=messages),
-        options=RunOptions(
-            model=request.app[CATALOG].resolve(model).id if model is not None else None
-        ),
-        idempotency_key=header(request, "Idempotency-Key"),
-        queue_mode=queue_mode(request),
-        tenant_id=who.tenant_id,
+    return openclaw_turn(
+        request,
+        message=body.message,
+        agent_id=body.agent_id,
+        session=body.session_key,
+        model=body.model,
     )
 
 
@@ -258,8 +243,8 @@ async def list_sessions(request: web.Request) -> web.Response:
     found = await store.list_sessions(
         request.app[RUNS].pool,
         who.tenant_id,
-        limit=_int_query(request, "limit", DEFAULT_PAGE, 1, store.MAX_PAGE),
-        offset=_int_query(request, "offset", 0, 0, 2**31 - 1),
+        limit=int_query(request, "limit", DEFAULT_PAGE, 1, store.MAX_PAGE),
+        offset=int_query(request, "offset", 0, 0, 2**31 - 1),
     )
     body = SessionList(
         sessions=[
@@ -279,8 +264,8 @@ async def list_sessions(request: web.Request) -> web.Response:
 @routes.get(f"{PREFIX}/sessions/{{session_key}}/history")
 async def session_history(request: web.Request) -> web.Response:
     who = require(request, "sessions")
-    key = _session_key(request)
-    limit = _int_query(request, "limit", DEFAULT_HISTORY, 1, store.MAX_PAGE)
+    key = path_session_key(request)
+    limit = int_query(request, "limit", DEFAULT_HISTORY, 1, store.MAX_PAGE)
     messages = await store.history(request.app[RUNS].pool, who.tenant_id, key, limit=limit)
     body = History(
         messages=[
@@ -293,7 +278,7 @@ async def session_history(request: web.Request) -> web.Response:
 @routes.delete(f"{PREFIX}/sessions/{{session_key}}")
 async def delete_session(request: web.Request) -> web.Response:
     who = require(request, "sessions")
-    await store.delete_session(request.app[RUNS].pool, who.tenant_id, _session_key(request))
+    await store.delete_session(request.app[RUNS].pool, who.tenant_id, path_session_key(request))
     return web.Response(status=204)
 
 

@@ -14,10 +14,9 @@ from clawbus_protocol.runs import AbortResult
 
 from clawbus_gateway.keys import RUNS
 from clawbus_gateway.principal import require
+from clawbus_gateway.turns import path_session_key
 
 routes = web.RouteTableDef()
-
-_MAX_KEY_CHARS = 256
 
 
 def _result(run_ids: list[uuid.UUID]) -> web.Response:
@@ -38,11 +37,7 @@ async def abort_run(request: web.Request) -> web.Response:
 
 @routes.post("/v1/sessions/{session_key}/abort")
 async def abort_session(request: web.Request) -> web.Response:
-    key = request.match_info["session_key"]
-    if not 0 < len(key) <= _MAX_KEY_CHARS or "\x00" in key:
-        raise InvalidRequest(
-            f"session key must be 1 to {_MAX_KEY_CHARS} characters", param="session_key"
-        )
+    key = path_session_key(request)
     who = require(request, "chat")
     result = await request.app[RUNS].abort(who.tenant_id, session_key=key)
     return _result(result.run_ids)

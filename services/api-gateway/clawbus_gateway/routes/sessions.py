@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 from clawbus_core.store import sessions as store
-from clawbus_protocol.errors import InvalidRequest
 from clawbus_protocol.openclaw_http import (
-    MAX_KEY_CHARS,
     SessionDetail,
     SessionInfo,
     SessionList,
@@ -22,32 +20,11 @@ from clawbus_protocol.openclaw_http import (
 from clawbus_gateway.keys import RUNS
 from clawbus_gateway.principal import require
 from clawbus_gateway.runs import canonical_agent
+from clawbus_gateway.turns import int_query, path_session_key
 
 routes = web.RouteTableDef()
 
 _DEFAULT_PAGE = 100
-
-
-def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise InvalidRequest(f"?{name}= must be an integer from {low} to {high}", param=name)
-    return value
-
-
-def _session_key(request: web.Request) -> str:
-    key = request.match_info["session_key"]
-    if not 0 < len(key) <= MAX_KEY_CHARS or "\x00" in key:
-        raise InvalidRequest(
-            f"session key must be 1 to {MAX_KEY_CHARS} characters", param="sessionKey"
-        )
-    return key
 
 
 def _info(s: store.SessionSummary) -> SessionInfo:
@@ -69,8 +46,8 @@ async def list_sessions(request: web.Request) -> web.Response:
         request.app[RUNS].pool,
         who.tenant_id,
         agent_key=canonical_agent(agent) if agent else None,
-        limit=_int_query(request, "limit", _DEFAULT_PAGE, 1, store.MAX_PAGE),
-        offset=_int_query(request, "offset", 0, 0, 2**31 - 1),
+        limit=int_query(request, "limit", _DEFAULT_PAGE, 1, store.MAX_PAGE),
+        offset=int_query(request, "offset", 0, 0, 2**31 - 1),
     )
     body = SessionList(sessions=[_info(s) for s in found])
     return web.json_response(text=body.model_dump_json())
@@ -79,8 +56,8 @@ async def list_sessions(request: web.Request) -> web.Response:
 @routes.get("/v1/sessions/{session_key}")
 async def get_session(request: web.Request) -> web.Response:
     who = require(request, "sessions")
-    key = _session_key(request)
-    limit = _int_query(request, "limit", _DEFAULT_PAGE, 1, store.MAX_PAGE)
+    key = path_session_key(request)
+    limit = int_query(request, "limit", _DEFAULT_PAGE, 1, store.MAX_PAGE)
     pool = request.app[RUNS].pool
     summary = await store.get_session(pool, who.tenant_id, key)
     messages = await store.history(pool, who.tenant_id, key, limit=limit)
@@ -97,5 +74,5 @@ async def get_session(request: web.Request) -> web.Response:
 @routes.delete("/v1/sessions/{session_key}")
 async def delete_session(request: web.Request) -> web.Response:
     who = require(request, "sessions")
-    await store.delete_session(request.app[RUNS].pool, who.tenant_id, _session_key(request))
+    await store.delete_session(request.app[RUNS].pool, who.tenant_id, path_session_key(request))
     return web.Response(status=204)

@@ -68,7 +68,8 @@ from pydantic import BaseModel, ValidationError
 from clawbus_gateway.broadcast import BROADCASTER, Listener
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS
 from clawbus_gateway.principal import Permission, principal, require
-from clawbus_gateway.runs import DEFAULT_AGENT, Submitted, Turn, canonical_agent
+from clawbus_gateway.runs import Submitted, Turn, canonical_agent
+from clawbus_gateway.turns import openclaw_agent
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +379,7 @@ class Connection:
     def _turn(self, params: frames.ChatRunParams) -> Turn:
         if not params.message.strip():
             raise InvalidRequest("message is empty", param="params.message")
-        agent = self._agent(params)
+        agent = openclaw_agent(params.agent_id, params.session_key)
         options = params.options
         model = self.catalog.resolve(options.model).id if options.model else None
         return Turn(
@@ -394,18 +395,6 @@ class Connection:
             queue_mode=options.queue_mode,
             tenant_id=self.who.tenant_id,
         )
-
-    @staticmethod
-    def _agent(params: frames.ChatRunParams) -> str:
-        """agentId, else the agent an `agent:<id>:...` session key names, else the default."""
-        if params.agent_id is not None:
-            return canonical_agent(sessionkeys.normalize_agent_id(params.agent_id))
-        key = params.session_key
-        if key is not None and key.lower().startswith("agent:"):
-            named = sessionkeys.parse(key).agent
-            if named is not None:
-                return canonical_agent(named)
-        return DEFAULT_AGENT
 
     async def _run(
         self, frame_id: FrameId, turn: Turn, stream: _RunStream, *, deltas: bool
