@@ -93,7 +93,7 @@ async def test_status_example(system: System) -> None:
     assert isinstance(body["uptime"], int) and body["uptime"] >= 0
     port = int(system.url.rsplit(":", 1)[1])
     assert body["gateway"] == {"port": port, "bind": "127.0.0.1", "auth": "token"}
-    assert body["channels"] == {}  # no channel-bridge yet
+    assert body["channels"] == {}  # this deployment (namespace) has no channels
 
 
 async def test_status_needs_credentials(system: System) -> None:
@@ -144,6 +144,78 @@ async def test_agent_run_python_example(system: System) -> None:
     ):
         data = await r.json()
     assert data["response"] == "You said: Hello!"  # the default agent's offline model
+
+
+async def test_chat_completions_example(system: System) -> None:
+    # 000's "OpenAI Compatible API" request, as written.
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{system.url}/v1/chat/completions",
+            headers=auth(system),
+            json={
+                "model": "anthropic/claude-3-5-sonnet",
+                "messages": [
+                    {"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": "Hello!"},
+                ],
+                "stream": False,
+                "temperature": 0.7,
+                "max_tokens": 1000,
+            },
+        ) as r,
+    ):
+        assert r.status == 200
+        body = await r.json()
+    assert set(body) >= {"id", "object", "created", "model", "choices", "usage"}
+    assert body["id"].startswith("chatcmpl-")
+    assert body["object"] == "chat.completion"
+    assert isinstance(body["created"], int)
+    assert body["model"] == "anthropic/claude-3-5-sonnet"
+    [choice] = body["choices"]
+    assert choice["index"] == 0
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"] == "echo: Hello!"
+    assert choice["finish_reason"] == "stop"
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+    [upstream] = system.fake.requests_for("claude-3-5-sonnet")[-1:]
+    assert upstream.body["temperature"] == 0.7
+    assert upstream.body["max_tokens"] == 1000
+    assert "You are a helpful assistant." in json.dumps(upstream.body["system"])
+
+
+async def test_openai_sdk_and_models_list_examples(
+    endpoints: Endpoints, namespace: str, fake_models: FakeModelServer, tmp_path: Path
+) -> None:
+    # 000's "Using OpenAI SDK" (base_url .../v1, the gateway token as api_key) and "Models
+    # List", with the two providers' models of its example configured.
+    overrides = {
+        "CLAWBUS_PROVIDERS__ANTHROPIC__MODELS": '["claude-3-5-sonnet"]',
+        "CLAWBUS_PROVIDERS__OPENAI__MODELS": '["gpt-4o"]',
+    }
+    async with start_system(
+        endpoints, namespace, fake_models, tmp_path, overrides=overrides
+    ) as system:
+        client = system.openai()
+        response = await client.chat.completions.create(
+            model="anthropic/claude-3-5-sonnet", messages=[{"role": "user", "content": "Hello!"}]
+        )
+        assert response.choices[0].message.content == "echo: Hello!"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{system.url}/v1/models", headers=auth(system)) as r,
+        ):
+            assert r.status == 200
+            body = await r.json()
+    assert body["object"] == "list"
+    cards = {m["id"]: m for m in body["data"]}
+    for model, owner in (("anthropic/claude-3-5-sonnet", "anthropic"), ("openai/gpt-4o", "openai")):
+        card = cards[model]
+        assert set(card) == {"id", "object", "created", "owned_by"}
+        assert card["object"] == "model"
+        assert card["owned_by"] == owner
+        assert isinstance(card["created"], int)
 
 
 async def test_agent_run_stream_example(system: System, db: asyncpg.Connection) -> None:
@@ -371,10 +443,6 @@ async def test_deleting_a_session_with_a_running_run_is_a_conflict(
 @pytest.mark.parametrize(
     ("method", "path", "body", "service"),
     [
-        ("GET", "/v1/channels", None, "channel-bridge"),
-        ("POST", "/v1/channels/whatsapp/enable", None, "channel-bridge"),
-        ("POST", "/v1/channels/whatsapp/disable", None, "channel-bridge"),
-        ("GET", "/v1/channels/telegram/status", None, "channel-bridge"),
         ("GET", "/v1/browser/status", None, "browser-worker"),
         (
             "POST",

@@ -5,6 +5,7 @@
     ├── Unauthorized             401  no credentials or wrong ones
     ├── Forbidden                403  credentials without the needed permission
     ├── NotFound                 404  unknown resource (model_not_found for models)
+    │                            405  method_not_allowed: a route that exists, another method
     ├── Conflict                 409  a resource or run already exists / is in progress
     ├── PayloadTooLarge          413  body over the configured limit
     ├── UnsupportedMediaType     415  body that is not JSON where JSON is required
@@ -31,6 +32,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     MODEL_NOT_FOUND = "model_not_found"
     CONFLICT = "conflict"
     PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -59,6 +61,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.MODEL_NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,

@@ -35,5 +35,8 @@ class RunnerSettings(ClawbusSettings):
     runner_max_tool_steps: int = Field(default=24, ge=1)
     runner_tool_loop_repeats: int = Field(default=3, ge=2)
     runner_tool_timeout_s: float = Field(default=120.0, gt=0)
+    # Tools a client may invoke directly over HTTP (001's /api/tools/:name/invoke) beyond
+    # the read-only ones: e.g. ["write", "web_fetch"]. Deny by default.
+    runner_tools_http_allow: list[str] = Field(default_factory=list)
     # History is compacted when it reaches this share of the agent's context budget.
     runner_compact_at: float = Field(default=0.8, gt=0, le=1)

@@ -32,6 +32,7 @@ from clawbus_runner.failover import ModelFailover, RetryPolicy
 from clawbus_runner.lanes import Delivery, Lanes
 from clawbus_runner.providers import Providers
 from clawbus_runner.settings import RunnerSettings
+from clawbus_runner.tool_service import ToolService
 from clawbus_runner.toolset import build_tools
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,15 @@ class AgentRunner:
             executor=self.executor,
         )
         await self.nc.subscribe(self.names.runs_abort_subject, cb=self.lanes.on_abort)
+        self.tool_service = ToolService(
+            settings=self.settings,
+            pool=self.pool,
+            redis=self.redis,
+            names=self.names,
+            tools=self.tools.registry,
+            extras=self.executor.tool_extras,
+        )
+        await self.tool_service.start(self.nc)
         self._slots = [
             asyncio.create_task(self._slot(i), name=f"runner-slot-{i}")
             for i in range(self.settings.runner_concurrency)

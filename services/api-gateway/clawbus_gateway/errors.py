@@ -1,4 +1,13 @@
-"""Rendering errors: every failure leaves the gateway as the one error envelope."""
+"""Rendering errors: every failure leaves the gateway as the one error model, in the envelope
+of the document its path belongs to.
+
+    /api/v1/...   002's envelope  {"error": {"code": "RATE_LIMITED", "message", "retryAfter"}}
+    /api/...      001's envelope  {"error": {"code": "INVALID_REQUEST", "message", "details"}}
+    anything else clawbus's own   {"error": {"code": "invalid_request", "message", "type", ...}}
+
+The status code and headers (Retry-After, WWW-Authenticate) are the same whatever the
+envelope. Auth and rate-limit refusals pass through here too (their middlewares sit inside).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,7 @@ import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from clawbus_protocol import openclaw_api, openclaw_v1
 from clawbus_protocol.errors import (
     ClawbusError,
     ErrorCode,
@@ -18,15 +28,30 @@ from clawbus_protocol.errors import (
 log = logging.getLogger(__name__)
 
 
-def error_response(info: ErrorInfo) -> web.Response:
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(f"{prefix}/")
+
+
+def render(info: ErrorInfo, path: str) -> str:
+    """The error's JSON in the envelope of the document `path` belongs to."""
+    if _under(path, "/api/v1"):
+        return openclaw_v1.ErrorEnvelope.of(info).model_dump_json(exclude_none=True)
+    if _under(path, "/api"):
+        return openclaw_api.ErrorEnvelope.of(info).model_dump_json()
+    return info.envelope().model_dump_json()
+
+
+def error_response(info: ErrorInfo, path: str = "") -> web.Response:
     headers = {}
     if info.retry_after_ms is not None:
         headers["Retry-After"] = str(max(1, -(-info.retry_after_ms // 1000)))
+    if info.code is ErrorCode.METHOD_NOT_ALLOWED:
+        headers["Allow"] = ", ".join(info.details.get("allowed", ()))
     if info.code is ErrorCode.UNAUTHORIZED:
         headers["WWW-Authenticate"] = 'Bearer realm="clawbus"'
     return web.Response(
         status=info.http_status,
-        body=info.envelope().model_dump_json(),
+        body=render(info, path),
         content_type="application/json",
         headers=headers,
     )
@@ -38,10 +63,11 @@ def _from_http_exception(exc: web.HTTPException) -> ClawbusError:
     if isinstance(exc, web.HTTPNotFound):
         return NotFound("no such endpoint")
     if isinstance(exc, web.HTTPMethodNotAllowed):
-        allowed = ", ".join(sorted(exc.allowed_methods))
+        allowed = sorted(exc.allowed_methods)
         return ClawbusError(
-            f"method {exc.method} not allowed here; allowed: {allowed}",
-            code=ErrorCode.INVALID_REQUEST,
+            f"method {exc.method} not allowed here; allowed: {', '.join(allowed)}",
+            code=ErrorCode.METHOD_NOT_ALLOWED,
+            allowed=allowed,
         )
     return ClawbusError(exc.reason, code=ErrorCode.INVALID_REQUEST)
 
@@ -51,11 +77,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ClawbusError as exc:
-        return error_response(exc.info)
+        return error_response(exc.info, request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_from_http_exception(exc).info)
+        return error_response(_from_http_exception(exc).info, request.path)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(InternalError("internal error; see the gateway log").info)
+        return error_response(
+            InternalError("internal error; see the gateway log").info, request.path
+        )

@@ -31,6 +31,10 @@ class ToolSpec:
     description: str
     parameters: Mapping[str, Any]  # JSON schema of the arguments object
     policy: Policy = "safe"
+    # Whether a client may invoke it directly over HTTP (001's /api/tools/:name/invoke)
+    # without the operator allowing it by name: only tools that read and reach nothing
+    # outside the agent's own store. Writing, fetching and running things is denied.
+    http: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,10 @@ class ToolContext:
     tenant_id: UUID
     agent_id: UUID
     agent_key: str
-    session_id: UUID
-    session_key: str
-    run_id: UUID
+    # None when a client invokes the tool directly, outside any session or run.
+    session_id: UUID | None
+    session_key: str | None
+    run_id: UUID | None
     # Service-specific resources later tools need (browser client, NATS...), by name.
     extras: Mapping[str, Any] = field(default_factory=dict)
 
@@ -110,6 +115,9 @@ class ToolRegistry:
     def specs(self, policy: ToolPolicy) -> list[ToolSpec]:
         """The tools an agent with `policy` is offered, in registration order."""
         return [t.spec for t in self._tools.values() if policy.permits(t.spec)]
+
+    def names(self) -> list[str]:
+        return list(self._tools)
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools

@@ -133,6 +133,7 @@ class MemorySearchTool:
         self.embedder = embedder
         self.spec = ToolSpec(
             name="memory_search",
+            http=True,  # reads the agent's own store
             description=_KEYWORDS_ONLY if embedder is None else _HYBRID,
             parameters={
                 "type": "object",
@@ -231,6 +232,7 @@ class MemorySearchTool:
 class MemoryGetTool:
     spec = ToolSpec(
         name="memory_get",
+        http=True,  # reads the agent's own store
         description="Read a memory file (MEMORY.md or memory/<name>.md), whole or a range "
         "of lines. For other workspace files use `read`.",
         parameters={

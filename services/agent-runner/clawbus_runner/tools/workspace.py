@@ -116,6 +116,7 @@ def render_lines(file: store.WorkspaceFile, offset: int | None, limit: int | Non
 class ReadTool:
     spec = ToolSpec(
         name="read",
+        http=True,  # reads the agent's own store
         description="Read a text file from your workspace. Long files come back in part, "
         "with a note giving the offset to continue from.",
         parameters={
@@ -204,6 +205,7 @@ class EditTool:
 class ListTool:
     spec = ToolSpec(
         name="list",
+        http=True,  # reads the agent's own store
         description="List the files in your workspace (all of them, or those under a "
         "folder), with their sizes in bytes and when they last changed.",
         parameters={

@@ -8,9 +8,8 @@ as extensions), an omitted `sessionKey` is the agent's main session. Chat routes
 `chat` permission, session routes `sessions`, /status any credential.
 
 Errors under /api/v1, whoever raises them (auth and rate limits included), leave in 002's
-envelope `{"error": {"code": "RATE_LIMITED", "message": ..., "retryAfter": 60}}`:
-`error_envelope` is the app's outermost middleware and re-renders the one envelope the
-error middleware wrote, keeping its status and headers (Retry-After, WWW-Authenticate).
+envelope `{"error": {"code": "RATE_LIMITED", "message": ..., "retryAfter": 60}}` (see
+clawbus_gateway.errors).
 """
 
 from __future__ import annotations
@@ -20,10 +19,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from clawbus_core.runservice import Submitted, Turn
 from clawbus_core.store import sessions as store
 from clawbus_protocol import __version__
-from clawbus_protocol.errors import ErrorCode, ErrorEnvelope, ErrorInfo
+from clawbus_protocol.errors import ErrorCode, ErrorInfo
 from clawbus_protocol.openclaw_v1 import (
     ChatRequest,
     ChatResponse,
@@ -45,13 +44,11 @@ from clawbus_protocol.runs import (
     ErrorEvent,
     RunEvent,
 )
-from pydantic import ValidationError
 
 from clawbus_gateway.body import read_model
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS
 from clawbus_gateway.principal import principal, require
 from clawbus_gateway.routes.agent import STARTED
-from clawbus_gateway.runs import Submitted, Turn
 from clawbus_gateway.sse import EventStream, stream_run, submit_or_resume
 from clawbus_gateway.turns import (
     Outcome,
@@ -69,50 +66,6 @@ DEFAULT_HISTORY = 50  # 002's example asks for ?limit=50
 DEFAULT_PAGE = 100
 
 routes = web.RouteTableDef()
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-def _under_prefix(path: str) -> bool:
-    return path == PREFIX or path.startswith(f"{PREFIX}/")
-
-
-def _info(envelope: ErrorEnvelope) -> ErrorInfo:
-    body = envelope.error
-    return ErrorInfo(
-        code=body.code,
-        message=body.message,
-        retryable=body.retryable,
-        retry_after_ms=body.retryAfterMs,
-        details=body.details,
-    )
-
-
-@web.middleware
-async def error_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost middleware: an error answer under /api/v1 in 002's envelope."""
-    response = await handler(request)
-    if (
-        not _under_prefix(request.path)
-        or not isinstance(response, web.Response)
-        or response.status < 400
-        or response.content_type != "application/json"
-    ):
-        return response
-    try:
-        envelope = ErrorEnvelope.model_validate_json(response.text or "")
-    except ValidationError:
-        return response  # not the error middleware's envelope: leave it alone
-    headers = response.headers.copy()
-    for name in ("Content-Type", "Content-Length"):
-        headers.popall(name, None)
-    return web.Response(
-        status=response.status,
-        text=V1ErrorEnvelope.of(_info(envelope)).model_dump_json(exclude_none=True),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 # --- chat -------------------------------------------------------------------------------------

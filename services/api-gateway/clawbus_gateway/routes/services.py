@@ -1,5 +1,5 @@
-"""Routes that belong to services not built yet (000): /v1/channels* (channel-bridge) and
-/v1/browser/* (browser-worker).
+"""Routes that belong to services not built yet: 000's /v1/browser/* (browser-worker) and
+001's /api/cron* (scheduler).
 
 Until those services exist each route answers 503 `service_unavailable`, naming the missing
 service in the message and in `details.service`; the permission check comes first.
@@ -16,8 +16,8 @@ from clawbus_gateway.principal import Permission, require
 
 routes = web.RouteTableDef()
 
-CHANNEL_BRIDGE = "channel-bridge"
 BROWSER_WORKER = "browser-worker"
+SCHEDULER = "scheduler"
 
 
 def _unavailable(request: web.Request, permission: Permission, service: str) -> NoReturn:
@@ -30,16 +30,14 @@ def _unavailable(request: web.Request, permission: Permission, service: str) -> 
     )
 
 
-@routes.get("/v1/channels")
-@routes.post("/v1/channels/{channel_id}/enable")
-@routes.post("/v1/channels/{channel_id}/disable")
-@routes.get("/v1/channels/{channel_id}/status")
-async def channels(request: web.Request) -> web.Response:
-    _unavailable(request, "channels", CHANNEL_BRIDGE)
-
-
 @routes.get("/v1/browser/status")
 @routes.post("/v1/browser/screenshot")
 @routes.post("/v1/browser/navigate")
 async def browser(request: web.Request) -> web.Response:
     _unavailable(request, "browser", BROWSER_WORKER)
+
+
+@routes.get("/api/cron")
+@routes.post("/api/cron/{job_id}/run")
+async def cron(request: web.Request) -> web.Response:
+    _unavailable(request, "cron", SCHEDULER)
