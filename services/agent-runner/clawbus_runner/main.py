@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 from clawbus_core.logs import setup_logging
+from clawbus_core.runtime_config import following
 
 from clawbus_runner.settings import RunnerSettings
 from clawbus_runner.worker import AgentRunner
@@ -28,7 +29,7 @@ async def serve(settings: RunnerSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
-    async with AgentRunner(settings) as runner:
+    async with AgentRunner(settings) as runner, following(runner.pool, runner.nc, runner.names):
         await runner.serve(stop)
 
 
