@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
-from clawbus_protocol.runs import Usage
+from clawbus_protocol.runs import MAX_CLIENT_TOOLS, ToolName, Usage, check_tool_names
 
 
 class ContentPart(BaseModel):
@@ -37,6 +37,32 @@ class OpenAIMessage(BaseModel):
     tool_call_id: str | None = None
 
 
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: ToolName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class ChatCompletionTool(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ToolChoiceFunction(BaseModel):
+    name: ToolName
+
+
+class NamedToolChoiceParam(BaseModel):
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
+ToolChoiceParam = Literal["auto", "none", "required"] | NamedToolChoiceParam
+
+
 class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
@@ -56,6 +82,35 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
+    tools: list[ChatCompletionTool] | None = Field(default=None, max_length=MAX_CLIENT_TOOLS)
+    tool_choice: ToolChoiceParam | None = None
+    parallel_tool_calls: StrictBool | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(
+        cls, tools: list[ChatCompletionTool] | None
+    ) -> list[ChatCompletionTool] | None:
+        if tools is not None:
+            names = [t.function.name for t in tools]
+            check_tool_names(names, None, place="tools.{}.function.name")
+        return tools
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_fits(
+        cls, choice: ToolChoiceParam | None, info: ValidationInfo
+    ) -> ToolChoiceParam | None:
+        # "auto" and "none" without tools are harmless and some clients always send them.
+        if choice is None or choice in ("auto", "none"):
+            return choice
+        tools: list[ChatCompletionTool] | None = info.data.get("tools")
+        if not tools:
+            raise ValueError(f"tool_choice {choice!r} needs tools to choose from")
+        if isinstance(choice, NamedToolChoiceParam):
+            names = [t.function.name for t in tools]
+            check_tool_names(names, choice.function.name, place="tools.{}.function.name")
+        return choice
 
 
 class ChatCompletionMessage(BaseModel):
@@ -79,9 +134,19 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class ChunkToolCall(BaseModel):
+    """A tool call in a stream chunk; clawbus sends each call whole, in one chunk."""
+
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: OpenAIToolCallFunction
+
+
 class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
 
 
 class ChunkChoice(BaseModel):
@@ -114,4 +179,5 @@ class ModelList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
+    uptime: int  # seconds this gateway has served (001)
     checks: dict[str, Any] = Field(default_factory=dict)

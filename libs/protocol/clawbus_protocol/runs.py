@@ -6,11 +6,13 @@ so a reader orders and de-duplicates by it alone) and the attempt that produced 
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from clawbus_protocol.errors import ErrorInfo
 
@@ -21,6 +23,31 @@ class ToolCall(BaseModel):
     id: str
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    # The arguments as the model wrote them (JSON text), when known: what an OpenAI client
+    # is shown and what goes back to an OpenAI-wire model, exactly.
+    raw_arguments: str | None = None
+
+    @classmethod
+    def parsed(cls, id: str, name: str, text: str) -> ToolCall:
+        """A call whose arguments were written as JSON `text`. Text that is not a JSON object
+        is kept under `_raw`, so a tool refuses it clearly instead of the run failing."""
+        try:
+            arguments = json.loads(text.strip() or "{}")
+        except json.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            arguments = {"_raw": text}
+        return cls(
+            id=id, name=name, arguments=arguments, raw_arguments=text if text.strip() else None
+        )
+
+    def arguments_text(self) -> str:
+        """The arguments as JSON text: as written when known."""
+        if self.raw_arguments is not None:
+            return self.raw_arguments
+        if self.arguments.keys() == {"_raw"} and isinstance(self.arguments["_raw"], str):
+            return self.arguments["_raw"]
+        return json.dumps(self.arguments)
 
 
 class ChatMessage(BaseModel):
@@ -33,23 +60,80 @@ class ChatMessage(BaseModel):
     name: str | None = None
 
 
+# A function name as OpenAI and Anthropic both accept it.
+ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+MAX_CLIENT_TOOLS = 128
+
+
+def check_tool_names(names: Sequence[str], forced: str | None, *, place: str) -> None:
+    """Tool names are unique and a forced tool (`tool_choice`) is among them; a ValueError
+    naming the place otherwise. `place` locates tool i's name, e.g. "tools.{}.function.name"."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            where, first = place.format(i), place.format(seen[name])
+            raise ValueError(f"{where}: the name {name!r} is already used by {first}")
+        seen[name] = i
+    if forced is not None and forced not in seen:
+        raise ValueError(f"tool_choice names {forced!r}, which is not one of the tools")
+
+
+class ClientTool(BaseModel):
+    """A function tool a client brings to its run: offered to the model, never run here."""
+
+    name: ToolName
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class NamedToolChoice(BaseModel):
+    """The model must call this tool."""
+
+    name: ToolName
+
+
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
+
+
 class RunOptions(BaseModel):
-    """Per-run knobs a client may set; `model` overrides the agent's model."""
+    """Per-run knobs a client may set; `model` overrides the agent's model.
+
+    `tools` are the client's own tools (OpenAI function calling): when given, the model is
+    offered exactly these instead of the agent's, and a step that calls tools ends the run
+    with finish reason `tool_calls`: the client runs them and answers with their results.
+    `tool_choice` and `parallel_tool_calls` apply to them.
+    """
 
     model: str | None = None
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
     stop: list[str] | None = None
+    tools: list[ClientTool] | None = Field(default=None, max_length=MAX_CLIENT_TOOLS)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+    @model_validator(mode="after")
+    def _tools_fit(self) -> RunOptions:
+        if self.tools is None:
+            if self.tool_choice is not None or self.parallel_tool_calls is not None:
+                raise ValueError("tool_choice and parallel_tool_calls apply to tools: send tools")
+            return self
+        choice = self.tool_choice
+        forced = choice.name if isinstance(choice, NamedToolChoice) else None
+        check_tool_names([t.name for t in self.tools], forced, place="tools.{}.name")
+        return self
 
 
 class RunInput(BaseModel):
     """What the run answers.
 
     `system` holds the client's own system text (added after the agent's prompt).
-    `messages` holds the client's conversation for this turn, ending with the user turn.
-    With `use_session_history` the runner builds the context from the session's stored
-    transcript instead (which already holds this turn's user message); otherwise the
+    `messages` holds the client's conversation for this turn, ending with the user turn (or
+    with the results of the model's calls to the client's tools). With `use_session_history`
+    the runner builds the context from the session's stored transcript instead (which
+    already holds this turn's user message or tool results); otherwise the
     client's messages are the whole context (OpenAI's stateless semantics).
     """
 

@@ -29,6 +29,8 @@ class AgentContext:
     model: str | None
     fallbacks: tuple[str, ...]
     prompt: str
+    # The prompt without the agent's tools and skills, for runs offering a client's tools.
+    prompt_without_tools: str
     policy: ToolPolicy
     tool_defs: tuple[ToolDef, ...]
     context_tokens: int
@@ -41,7 +43,8 @@ class AgentContext:
         return [primary, *(m for m in self.fallbacks if m != primary)]
 
     def system_prompt(self, request: RunRequest) -> str:
-        return "\n\n".join(p for p in (self.prompt, request.input.system) if p)
+        own = self.prompt if request.options.tools is None else self.prompt_without_tools
+        return "\n\n".join(p for p in (own, request.input.system) if p)
 
 
 async def load_agent_context(
@@ -60,6 +63,7 @@ async def load_agent_context(
         model=profile.model,
         fallbacks=profile.fallbacks,
         prompt=prompt,
+        prompt_without_tools=assemble_system_prompt(profile.system_prompt, files, skills, []),
         policy=policy,
         tool_defs=tuple(ToolDef(s.name, s.description, s.parameters) for s in specs),
         context_tokens=profile.context_tokens,

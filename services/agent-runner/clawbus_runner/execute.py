@@ -6,6 +6,10 @@ a time limit, and its `tool_call` / `tool_result` events emitted; the results go
 the model in the next step. The loop ends when the model answers without tools, at the
 step limit, or when the same call repeats (loop detection).
 
+A run that brings the client's own tools (`RunOptions.tools`, OpenAI function calling)
+offers the model those instead of the agent's and never runs them: a step that calls tools
+ends the run with finish reason `tool_calls`, the calls in its `done` event.
+
 Everything the run produced (assistant turns, tool results, the answer, usage per model)
 is stored in one statement when the run ends, matching only the attempt that claimed it;
 so a crash mid-run leaves nothing half-written and a redelivery never stores twice.
@@ -45,6 +49,7 @@ from clawbus_protocol.runs import (
 
 from clawbus_runner.compaction import compact, estimate_tokens
 from clawbus_runner.context import AgentContext, Conversation
+from clawbus_runner.exchanges import paired
 from clawbus_runner.failover import ContextLengthExceeded, FailoverStream, ModelFailover
 from clawbus_runner.providers import (
     Finish,
@@ -53,6 +58,7 @@ from clawbus_runner.providers import (
     Providers,
     TextDelta,
     ToolCallOut,
+    ToolDef,
 )
 from clawbus_runner.settings import RunnerSettings
 from clawbus_runner.tools import MAX_RESULT_CHARS, ToolContext, ToolError, ToolRegistry
@@ -165,12 +171,18 @@ class Executor:
     def _call(
         self, request: RunRequest, context: AgentContext, messages: list[ChatMessage], model: str
     ) -> ModelCall:
+        tools = context.tool_defs
+        if request.options.tools is not None:
+            tools = tuple(
+                ToolDef(t.name, t.description, t.parameters, t.strict)
+                for t in request.options.tools
+            )
         return ModelCall(
             model=self.catalog.resolve(model),
             system=context.system_prompt(request),
             messages=messages,
             options=request.options,
-            tools=context.tool_defs,
+            tools=tools,
         )
 
     async def execute(
@@ -251,7 +263,7 @@ class Executor:
         ):
             conversation = await self._compact(run, context, conversation) or conversation
             compacted = True
-        history = list(conversation.messages)
+        history = paired(conversation.messages)
         produced: list[ChatMessage] = []  # this run's own turns, after the history
         repeats: Counter[str] = Counter()
         for step in range(self.settings.runner_max_tool_steps + 1):
@@ -271,14 +283,14 @@ class Executor:
                 if shorter is None:
                     raise
                 compacted, conversation = True, shorter
-                history = list(conversation.messages)
+                history = paired(conversation.messages)
                 call = self._call(request, context, history + produced, models[0])
                 result = await self._model_step(call, models[1:], writer, progress, None)
             assistant = ChatMessage(
                 role="assistant", content=result.text, tool_calls=result.tool_calls
             )
             progress.add(assistant)
-            if not result.tool_calls:
+            if not result.tool_calls or request.options.tools is not None:
                 return await self._complete(run, writer, progress, result)
             if step == self.settings.runner_max_tool_steps:
                 raise ClawbusError(
@@ -439,10 +451,11 @@ class Executor:
         progress.messages[-1] = store.StoredMessage(
             last.step, last.message.model_copy(update={"content": text})
         )
+        # Calls that end a run are the client's to run, whatever the provider named the stop.
+        reason = "tool_calls" if result.tool_calls else result.finish.reason
         # The last deltas go out while the run commits; `done` follows both.
         _, stored = await asyncio.gather(
-            writer.flush(),
-            self._finish(run, progress, "completed", finish_reason=result.finish.reason),
+            writer.flush(), self._finish(run, progress, "completed", finish_reason=reason)
         )
         if not stored:
             return Outcome.FENCED
@@ -452,9 +465,9 @@ class Executor:
             seq=0,
             text=text,
             model=result.model,
-            finish_reason=result.finish.reason,
+            finish_reason=reason,
             usage=total,
-            tool_calls=[],
+            tool_calls=result.tool_calls,
         )
         await writer.emit(done)
         await self._tell_merged(run, done)

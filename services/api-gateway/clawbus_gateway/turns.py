@@ -16,6 +16,7 @@ from aiohttp import web
 from clawbus_core import sessionkeys
 from clawbus_core.db import Pool
 from clawbus_core.models import ModelCatalog
+from clawbus_core.runservice import DEFAULT_AGENT, Submitted, Turn, canonical_agent
 from clawbus_core.store import runs as store
 from clawbus_protocol.errors import ClawbusError, ErrorCode, InvalidRequest, NotFound
 from clawbus_protocol.runs import (
@@ -32,7 +33,6 @@ from clawbus_protocol.runs import (
 
 from clawbus_gateway.keys import CATALOG
 from clawbus_gateway.principal import require
-from clawbus_gateway.runs import DEFAULT_AGENT, Submitted, Turn, canonical_agent
 
 MAX_KEY_CHARS = 256
 SESSION_HEADER = "x-openclaw-session-key"
@@ -203,7 +203,7 @@ async def outcome(sub: Submitted, events: AsyncIterator[RunEvent]) -> Outcome:
 def replayed(sub: Submitted, run: store.ExistingRun) -> Outcome:
     """A retried request (same Idempotency-Key) gets the first request's result."""
     if run.status == "completed":
-        return Outcome(run.text or "", run.finish_reason or "stop", run.usage)
+        return Outcome(run.text or "", run.finish_reason or "stop", run.usage, run.tool_calls)
     if run.error is not None:
         raise ClawbusError.from_info(run.error)
     raise _aborted(sub.run_id)

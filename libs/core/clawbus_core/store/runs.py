@@ -6,12 +6,12 @@ match the attempt that claimed it, so a stale runner's late write changes nothin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
 
 from clawbus_protocol.errors import ErrorInfo, NotFound
-from clawbus_protocol.runs import ChatMessage, QueueMode, RunInput, RunOptions, Usage
+from clawbus_protocol.runs import ChatMessage, QueueMode, RunInput, RunOptions, ToolCall, Usage
 
 from clawbus_core.db import Pool
 
@@ -37,8 +37,10 @@ WITH a AS (
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
     RETURNING id, session_id, input, queue_mode
 ), m AS (
-    INSERT INTO messages (tenant_id, session_id, run_id, run_step, role, content)
-    SELECT $1, r.session_id, r.id, 0, 'user', $9 FROM r
+    INSERT INTO messages (tenant_id, session_id, run_id, run_step, role, content, tool_call_id)
+    SELECT $1, r.session_id, r.id, x.step, x.role, x.content, x.tool_call_id
+    FROM r, jsonb_to_recordset($9::jsonb) AS x(step int, role text, content text, tool_call_id text)
+    ORDER BY x.step
 )
 SELECT (SELECT id FROM a) AS agent_id,
        (SELECT id FROM s) AS session_id,
@@ -50,11 +52,14 @@ SELECT (SELECT id FROM a) AS agent_id,
 
 _EXISTING = """
 SELECT r.id, r.status, r.session_id, r.model, r.finish_reason, r.error, s.session_key,
-       (SELECT m.content FROM messages m WHERE m.run_id = r.id AND m.role = 'assistant'
-        ORDER BY m.run_step DESC LIMIT 1) AS text,
+       a.content AS text, a.tool_calls,
        u.prompt_tokens, u.completion_tokens, u.total_tokens
 FROM runs r
 JOIN sessions s ON s.id = r.session_id
+LEFT JOIN LATERAL (
+    SELECT m.content, m.tool_calls FROM messages m WHERE m.run_id = r.id AND m.role = 'assistant'
+    ORDER BY m.run_step DESC LIMIT 1
+) a ON true
 LEFT JOIN LATERAL (
     SELECT sum(prompt_tokens)::int AS prompt_tokens,
            sum(completion_tokens)::int AS completion_tokens,
@@ -135,6 +140,7 @@ class ExistingRun:
     finish_reason: str | None
     usage: Usage
     error: ErrorInfo | None
+    tool_calls: list[ToolCall] = field(default_factory=list)  # the answer's calls
 
 
 @dataclass(frozen=True)
@@ -181,8 +187,8 @@ async def create_run(
     named_session: bool,
 ) -> NewRun | ExistingRun:
     """Store the session (if new), the run (with its request, so that any runner holding
-    the session's lane can run it) and the user message in one statement. The session's
-    history is used when the session is named and existed before this run."""
+    the session's lane can run it) and the turn's messages (see `_intake`) in one statement.
+    The session's history is used when the session is named and existed before this run."""
     row = await pool.fetchrow(
         _INTAKE,
         tenant_id,
@@ -193,7 +199,7 @@ async def create_run(
         run_id,
         idempotency_key,
         model,
-        user_text,
+        _intake(user_text, run_input),
         run_input.model_dump(mode="json"),
         named_session,
         options.model_dump(mode="json", exclude_none=True),
@@ -217,6 +223,23 @@ async def create_run(
     )
 
 
+def _intake(user_text: str, run_input: RunInput) -> list[dict[str, Any]]:
+    """The messages a turn adds to its session: the results of the model's tool calls the
+    client answers with (they must follow those calls in the transcript), then the user's
+    text, if any. Numbered up to step 0; the run's own messages count from 1."""
+    last_assistant = max(
+        (i for i, m in enumerate(run_input.messages) if m.role == "assistant"), default=-1
+    )
+    rows: list[dict[str, Any]] = [
+        {"role": "tool", "content": m.content, "tool_call_id": m.tool_call_id}
+        for m in run_input.messages[last_assistant + 1 :]
+        if m.role == "tool"
+    ]
+    if user_text or not rows:
+        rows.append({"role": "user", "content": user_text, "tool_call_id": None})
+    return [{"step": i - len(rows) + 1, **row} for i, row in enumerate(rows)]
+
+
 async def find_run(pool: Pool, tenant_id: UUID, idempotency_key: str) -> ExistingRun | None:
     row = await pool.fetchrow(_EXISTING, tenant_id, idempotency_key)
     if row is None:
@@ -235,6 +258,7 @@ async def find_run(pool: Pool, tenant_id: UUID, idempotency_key: str) -> Existin
             total_tokens=row["total_tokens"] or 0,
         ),
         error=ErrorInfo.model_validate(row["error"]) if row["error"] else None,
+        tool_calls=[ToolCall.model_validate(c) for c in row["tool_calls"] or []],
     )
 
 

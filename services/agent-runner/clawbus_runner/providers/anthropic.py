@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
-from clawbus_protocol.runs import ChatMessage, ToolCall, Usage
+from clawbus_protocol.runs import ChatMessage, NamedToolChoice, RunOptions, ToolCall, Usage
 from clawbus_protocol.settings import ProviderConfig
 
 from clawbus_runner.providers.base import (
@@ -15,7 +15,6 @@ from clawbus_runner.providers.base import (
     ProviderEvent,
     TextDelta,
     ToolCallOut,
-    tool_arguments,
 )
 from clawbus_runner.providers.errors import TRANSPORT_ERRORS, sdk_failure, upstream_error
 
@@ -59,6 +58,25 @@ def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
+def _tool_choice(opts: RunOptions) -> dict[str, Any] | None:
+    """OpenAI's tool_choice / parallel_tool_calls in Anthropic's terms (`required` is
+    `any`; one call at a time is `disable_parallel_tool_use`)."""
+    choice = opts.tool_choice
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, NamedToolChoice):
+        out: dict[str, Any] = {"type": "tool", "name": choice.name}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "auto" or opts.parallel_tool_calls is not None:
+        out = {"type": "auto"}
+    else:
+        return None
+    if opts.parallel_tool_calls is not None:
+        out["disable_parallel_tool_use"] = not opts.parallel_tool_calls
+    return out
+
+
 class AnthropicProvider:
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
@@ -95,6 +113,8 @@ class AnthropicProvider:
                 {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
                 for t in call.tools
             ]
+            if (choice := _tool_choice(opts)) is not None:
+                params["tool_choice"] = choice
         try:
             async for event in self._events(params, call.model.id):
                 yield event
@@ -147,8 +167,7 @@ class AnthropicProvider:
                 self.name, None, "the stream ended before the model finished", model=model_id
             )
         for _, block in sorted(blocks.items()):
-            arguments = tool_arguments(block["json"])
-            yield ToolCallOut(ToolCall(id=block["id"], name=block["name"], arguments=arguments))
+            yield ToolCallOut(ToolCall.parsed(block["id"], block["name"], block["json"]))
         usage = Usage(
             prompt_tokens=input_tokens,
             completion_tokens=output_tokens,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ class ToolDef:
     name: str
     description: str
     parameters: Mapping[str, Any]
+    strict: bool | None = None  # OpenAI's strict schema adherence, when a client asks for it
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,3 @@ class Provider(Protocol):
         failures, so the runner records them without knowing the SDK.
         """
         ...
-
-
-def tool_arguments(raw: str) -> dict[str, Any]:
-    """A streamed tool call's JSON arguments; unparseable or non-object text is kept raw
-    (under `_raw`) so the tool can refuse it clearly instead of the run failing."""
-    try:
-        arguments = json.loads(raw or "{}")
-    except json.JSONDecodeError:
-        return {"_raw": raw}
-    return arguments if isinstance(arguments, dict) else {"_raw": raw}

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
-from clawbus_protocol.runs import ChatMessage, ToolCall, Usage
+from clawbus_protocol.runs import ChatMessage, NamedToolChoice, RunOptions, ToolCall, Usage
 from clawbus_protocol.settings import ProviderConfig
 
 from clawbus_runner.providers.base import (
@@ -16,7 +15,7 @@ from clawbus_runner.providers.base import (
     ProviderEvent,
     TextDelta,
     ToolCallOut,
-    tool_arguments,
+    ToolDef,
 )
 from clawbus_runner.providers.errors import TRANSPORT_ERRORS, sdk_failure, upstream_error
 
@@ -30,7 +29,7 @@ def _message(m: ChatMessage) -> dict[str, Any]:
             {
                 "id": c.id,
                 "type": "function",
-                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                "function": {"name": c.name, "arguments": c.arguments_text()},
             }
             for c in m.tool_calls
         ]
@@ -70,17 +69,8 @@ class OpenAIProvider:
             if value is not None:
                 params[key] = value
         if call.tools:
-            params["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": dict(t.parameters),
-                    },
-                }
-                for t in call.tools
-            ]
+            params["tools"] = [_tool(t) for t in call.tools]
+            params.update(_tool_choice(opts))
         try:
             async for event in self._events(params, call.model.id):
                 yield event
@@ -125,9 +115,31 @@ class OpenAIProvider:
                 self.name, None, "the stream ended before the model finished", model=model_id
             )
         for _, slot in sorted(calls.items()):
-            arguments = tool_arguments(slot["arguments"])
-            yield ToolCallOut(ToolCall(id=slot["id"], name=slot["name"], arguments=arguments))
+            yield ToolCallOut(ToolCall.parsed(slot["id"], slot["name"], slot["arguments"]))
         yield Finish(reason=finish, usage=usage)
+
+
+def _tool(t: ToolDef) -> dict[str, Any]:
+    function: dict[str, Any] = {
+        "name": t.name,
+        "description": t.description,
+        "parameters": dict(t.parameters),
+    }
+    if t.strict is not None:
+        function["strict"] = t.strict
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(opts: RunOptions) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    choice = opts.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        params["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+    elif choice is not None:
+        params["tool_choice"] = choice
+    if opts.parallel_tool_calls is not None:
+        params["parallel_tool_calls"] = opts.parallel_tool_calls
+    return params
 
 
 def _usage(raw: dict[str, Any]) -> Usage:

@@ -5,14 +5,20 @@
 `x-openclaw-agent-id` / `x-goclaw-agent-id` otherwise, default `main`); any other value is a
 `provider/model` id run by that agent. `user` or `x-openclaw-session-key` chooses the session.
 A dropped stream resumes with `Last-Event-ID` (see clawbus_gateway.sse).
+
+Function calling: a request's `tools` are offered to the model instead of the agent's own
+(with `tool_choice` and `parallel_tool_calls`). The model's calls come back as
+`message.tool_calls` (streamed: one `delta.tool_calls` chunk per call, each whole) with
+finish reason `tool_calls`; the client runs them and sends the conversation again, ending
+with one `tool` message per call. Arguments travel as the model wrote them, both ways.
 """
 
 from __future__ import annotations
 
-import json
 import time
 
 from aiohttp import web
+from clawbus_core.runservice import Submitted, Turn
 from clawbus_protocol.errors import ErrorInfo, InvalidRequest
 from clawbus_protocol.openai import (
     ChatCompletion,
@@ -22,6 +28,7 @@ from clawbus_protocol.openai import (
     ChatCompletionRequest,
     ChunkChoice,
     ChunkDelta,
+    ChunkToolCall,
     ModelCard,
     ModelList,
     OpenAIMessage,
@@ -30,20 +37,22 @@ from clawbus_protocol.openai import (
 )
 from clawbus_protocol.runs import (
     ChatMessage,
+    ClientTool,
     DeltaEvent,
     DoneEvent,
     ErrorEvent,
+    NamedToolChoice,
     RunEvent,
     RunInput,
     RunOptions,
     ToolCall,
+    ToolChoice,
     Usage,
 )
 
 from clawbus_gateway.body import read_model
 from clawbus_gateway.keys import CATALOG, RUNS
 from clawbus_gateway.principal import require
-from clawbus_gateway.runs import Submitted, Turn
 from clawbus_gateway.sse import EventStream, stream_run, submit_or_resume
 from clawbus_gateway.turns import (
     Outcome,
@@ -89,8 +98,80 @@ def _text(message: OpenAIMessage, index: int) -> str:
     return "\n".join(texts)
 
 
+def _check_tool_exchanges(messages: list[OpenAIMessage]) -> None:
+    """Each assistant message's tool calls are answered by the `tool` messages right after
+    it, one per call, as OpenAI requires (system messages aside: they are lifted out)."""
+    waiting: dict[str, int] = {}  # call id -> index of the assistant message that made it
+    for i, m in enumerate(messages):
+        if m.role in ("system", "developer"):
+            continue
+        if m.role == "tool":
+            if m.tool_call_id is None:
+                raise InvalidRequest(
+                    "a tool message needs the tool_call_id of the call it answers",
+                    param=f"messages.{i}.tool_call_id",
+                )
+            if waiting.pop(m.tool_call_id, None) is None:
+                raise InvalidRequest(
+                    f"tool message {i} answers {m.tool_call_id!r}, which is not an unanswered "
+                    "tool call of the assistant message before it",
+                    param=f"messages.{i}.tool_call_id",
+                )
+            continue
+        if waiting:
+            raise InvalidRequest(
+                f"tool calls {', '.join(map(repr, waiting))} have no tool message answering them "
+                f"before message {i}",
+                param=f"messages.{next(iter(waiting.values()))}.tool_calls",
+            )
+        waiting = {c.id: i for c in m.tool_calls or ()}
+    if waiting:
+        raise InvalidRequest(
+            f"tool calls {', '.join(map(repr, waiting))} have no tool message answering them",
+            param=f"messages.{next(iter(waiting.values()))}.tool_calls",
+        )
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _check_storable(value: object, *, param: str) -> None:
+    """Postgres can hold NUL in no text and no JSON string: refuse it anywhere in `value`
+    (a message's tool call arguments, a tool's schema) before anything is written."""
+    if _has_nul(value):
+        raise InvalidRequest(
+            f"{param} contains a NUL character, which cannot be stored", param=param
+        )
+
+
+def _client_tools(
+    body: ChatCompletionRequest,
+) -> tuple[list[ClientTool] | None, ToolChoice | None, bool | None]:
+    """The request's own tools with its tool_choice and parallel_tool_calls (which, without
+    tools, are ignored: the agent's tools are not the client's to steer)."""
+    if body.tools is None:
+        return None, None, None
+    tools = []
+    for i, tool in enumerate(body.tools):
+        function = tool.function.model_dump(exclude_none=True)
+        _check_storable(function, param=f"tools.{i}")
+        tools.append(ClientTool.model_validate(function))
+    choice = body.tool_choice
+    if choice is None or isinstance(choice, str):
+        return tools, choice, body.parallel_tool_calls
+    return tools, NamedToolChoice(name=choice.function.name), body.parallel_tool_calls
+
+
 def _turn(request: web.Request, body: ChatCompletionRequest) -> Turn:
     agent_key, model_override = target(body.model, request, request.app[CATALOG])
+    _check_tool_exchanges(body.messages)
     system: list[str] = []
     messages: list[ChatMessage] = []
     for i, m in enumerate(body.messages):
@@ -99,20 +180,19 @@ def _turn(request: web.Request, body: ChatCompletionRequest) -> Turn:
             system.append(text)
             continue
         calls = [
-            ToolCall(id=c.id, name=c.function.name, arguments={"_raw": c.function.arguments})
-            for c in m.tool_calls or ()
+            ToolCall.parsed(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()
         ]
-        messages.append(
-            ChatMessage(
-                role=m.role,
-                content=text,
-                tool_calls=calls,
-                tool_call_id=m.tool_call_id,
-                name=m.name,
-            )
+        message = ChatMessage(
+            role=m.role, content=text, tool_calls=calls, tool_call_id=m.tool_call_id, name=m.name
         )
-    said = user_text(messages, param="messages")
+        _check_storable(message.model_dump(), param=f"messages.{i}")
+        messages.append(message)
+    # A turn answering the model's tool calls says nothing itself: the store keeps the
+    # results as the turn's messages (clawbus_core.store.runs).
+    answers_tools = bool(messages) and messages[-1].role == "tool"
+    said = "" if answers_tools else user_text(messages, param="messages")
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    tools, tool_choice, parallel_tool_calls = _client_tools(body)
     return Turn(
         agent_key=agent_key,
         session_key=session_key(request, agent_key, body.user),
@@ -124,6 +204,9 @@ def _turn(request: web.Request, body: ChatCompletionRequest) -> Turn:
             top_p=body.top_p,
             max_tokens=body.max_tokens or body.max_completion_tokens,
             stop=stop,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
         ),
         idempotency_key=header(request, "Idempotency-Key"),
         queue_mode=queue_mode(request),
@@ -131,15 +214,14 @@ def _turn(request: web.Request, body: ChatCompletionRequest) -> Turn:
     )
 
 
+def _function(call: ToolCall) -> OpenAIToolCallFunction:
+    return OpenAIToolCallFunction(name=call.name, arguments=call.arguments_text())
+
+
 def _tool_calls(calls: list[ToolCall]) -> list[OpenAIToolCall] | None:
     if not calls:
         return None
-    return [
-        OpenAIToolCall(
-            id=c.id, function=OpenAIToolCallFunction(name=c.name, arguments=json.dumps(c.arguments))
-        )
-        for c in calls
-    ]
+    return [OpenAIToolCall(id=c.id, function=_function(c)) for c in calls]
 
 
 @routes.post("/v1/chat/completions")
@@ -173,7 +255,9 @@ def _completion(body: ChatCompletionRequest, sub: Submitted, result: Outcome) ->
         choices=[
             ChatCompletionChoice(
                 message=ChatCompletionMessage(
-                    content=result.text, tool_calls=_tool_calls(result.tool_calls)
+                    # As OpenAI: no content (null) on a turn of tool calls only.
+                    content=result.text or (None if result.tool_calls else ""),
+                    tool_calls=_tool_calls(result.tool_calls),
                 ),
                 finish_reason=result.finish_reason,
             )
@@ -216,6 +300,9 @@ class _Chunks:
         if isinstance(event, DeltaEvent):
             out.add(self._chunk(ChunkDelta(content=event.text)), id=event.seq)
         elif isinstance(event, DoneEvent):
+            for index, call in enumerate(event.tool_calls):
+                part = ChunkToolCall(index=index, id=call.id, function=_function(call))
+                out.add(self._chunk(ChunkDelta(tool_calls=[part])), id=event.seq)
             out.add(self._chunk(ChunkDelta(), finish=event.finish_reason), id=event.seq)
             if self.include_usage:
                 out.add(self._chunk(ChunkDelta(), usage=event.usage), id=event.seq)
