@@ -53,6 +53,7 @@ from clawbus_gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/openapi.json"})
+PUBLIC_PREFIXES = ("/docs/static/",)  # Swagger UI's files
 PASSWORD_HEADER = "X-OpenClaw-Password"  # noqa: S105 (a header name, not a secret)
 # Query parameters that carry secrets: accepted on WebSocket upgrades, never logged.
 SECRET_QUERY_PARAMS = frozenset({"token", "password"})
@@ -270,7 +271,7 @@ async def _record_failure(request: web.Request, now: float, presented: Credentia
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
     now = time.time()
     await _refuse_if_locked_out(request, now)
