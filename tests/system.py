@@ -1,4 +1,5 @@
-"""A whole clawbus (gateway + agent runner) in the test's event loop, or as OS processes."""
+"""A whole clawbus (gateway, agent runners, channel-bridges) in the test's event loop, or as OS
+processes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any
 
 import openai
 from aiohttp import web
+from clawbus_bridge.service import ChannelBridge
+from clawbus_bridge.settings import BridgeSettings
 from clawbus_core.config import Endpoints
 from clawbus_core.infra import free_port
 from clawbus_fakes.models import FakeModelServer
@@ -45,6 +48,8 @@ def settings_env(
         "CLAWBUS_PROVIDERS__ANTHROPIC__API_KEY": "sk-ant-fake",
         "CLAWBUS_PROVIDERS__ANTHROPIC__BASE_URL": fake.url,
         "CLAWBUS_PROVIDERS__ANTHROPIC__MAX_RETRIES": "0",
+        # Idle runner slots ask often, so a test's runner stops at once.
+        "CLAWBUS_RUNNER_FETCH_WAIT_S": "0.2",
     }
 
 
@@ -74,6 +79,7 @@ class System:
     fake: FakeModelServer
     env: dict[str, str]
     runners: list[AgentRunner] = field(default_factory=list)
+    bridges: list[ChannelBridge] = field(default_factory=list)
 
     def openai(self, **kwargs: Any) -> openai.AsyncOpenAI:
         kwargs.setdefault("max_retries", 0)
@@ -88,6 +94,7 @@ async def start_system(
     data_dir: Path,
     *,
     runners: int = 1,
+    bridges: int = 0,
     overrides: dict[str, str] | None = None,
 ) -> AsyncIterator[System]:
     token = secrets.token_urlsafe(24)
@@ -95,6 +102,7 @@ async def start_system(
     with patched_env(env):
         gateway_settings = GatewaySettings()
         runner_settings = [RunnerSettings(runner_id=f"test-runner-{i}") for i in range(runners)]
+        bridge_settings = [BridgeSettings(bridge_id=f"test-bridge-{i}") for i in range(bridges)]
     app = create_app(gateway_settings)
     app_runner = web.AppRunner(app, access_log=None)
     await app_runner.setup()
@@ -112,6 +120,8 @@ async def start_system(
     async with contextlib.AsyncExitStack() as stack:
         for settings in runner_settings:
             system.runners.append(await stack.enter_async_context(AgentRunner(settings)))
+        for bridge in bridge_settings:
+            system.bridges.append(await stack.enter_async_context(ChannelBridge(bridge)))
         try:
             yield system
         finally:

@@ -1,4 +1,5 @@
-"""The `clawbus` command: `up`, `migrate`, `gateway`, `agent-runner`, `status`, `apikey`."""
+"""The `clawbus` command: `up`, `migrate`, `gateway`, `agent-runner`, `channel-bridge`, `status`,
+`apikey`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from clawbus_core.supervisor import ProcessSpec
 
-SERVICES = ("gateway", "agent-runner")
+SERVICES = ("gateway", "agent-runner", "channel-bridge")
 
 
 def _parse_replicas(values: Sequence[str]) -> dict[str, int]:
@@ -56,6 +57,13 @@ def cmd_gateway(_: argparse.Namespace) -> int:
 
 def cmd_agent_runner(_: argparse.Namespace) -> int:
     from clawbus_runner.main import main
+
+    main()
+    return 0
+
+
+def cmd_channel_bridge(_: argparse.Namespace) -> int:
+    from clawbus_bridge.main import main
 
     main()
     return 0
@@ -121,6 +129,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from clawbus_core.db import migrate
     from clawbus_core.infra import EmbeddedInfra
+    from clawbus_core.secrets import load_or_create_key
     from clawbus_core.supervisor import ProcessSpec
 
     replicas = _parse_replicas(args.replicas)
@@ -140,11 +149,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("applying database migrations")
         migrate(env["CLAWBUS_DATABASE_URL"])
         env["CLAWBUS_GATEWAY_TOKEN"] = settings.token()
+        if settings.secret_key is None:
+            load_or_create_key(data_dir)  # before the services start: they must share it
         cli = [sys.executable, "-m", "clawbus_core.cli"]
         specs = [ProcessSpec(name="gateway", argv=[*cli, "gateway"], env=env)]
         specs += [
             ProcessSpec(name=f"agent-runner-{i}", argv=[*cli, "agent-runner"], env=env)
             for i in range(1, replicas["agent-runner"] + 1)
+        ]
+        specs += [
+            ProcessSpec(name=f"channel-bridge-{i}", argv=[*cli, "channel-bridge"], env=env)
+            for i in range(1, replicas["channel-bridge"] + 1)
         ]
         asyncio.run(_supervise(specs, settings.public_url, env["CLAWBUS_GATEWAY_TOKEN"]))
     finally:
@@ -204,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("gateway", help="run one api-gateway").set_defaults(func=cmd_gateway)
     sub.add_parser("agent-runner", help="run one agent runner").set_defaults(func=cmd_agent_runner)
+    sub.add_parser(
+        "channel-bridge", help="run one channel-bridge (Telegram, Discord, webhooks)"
+    ).set_defaults(func=cmd_channel_bridge)
     status = sub.add_parser("status", help="check the gateway, bus, database and cache")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(func=cmd_status)

@@ -1,22 +1,20 @@
 """The run service every surface uses: store the turn, publish the run, follow its events.
 
-Surfaces (OpenAI, OpenClaw, GoClaw...) translate their request into a `Turn` and the run's
-events into their own frames; nothing here knows any surface's wire format.
+Surfaces (the gateway's OpenAI, OpenClaw, GoClaw routes; the channel-bridge's chat apps)
+translate their request into a `Turn` and the run's events into their own frames; nothing
+here knows any surface's wire format.
 """
 
 from __future__ import annotations
 
 import logging
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from clawbus_core import aborts
-from clawbus_core.db import Pool
-from clawbus_core.events import RunRelay, RunWatch
-from clawbus_core.store import runs as store
 from clawbus_protocol.errors import InvalidRequest, ServiceUnavailable
 from clawbus_protocol.names import Names
 from clawbus_protocol.runs import QueueMode, RunInput, RunOptions, RunRequest
@@ -25,7 +23,11 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError as JetStreamAPIError
 
-from clawbus_gateway.session_events import RunAnnouncement, SessionAnnouncer
+from clawbus_core import aborts
+from clawbus_core.db import Pool
+from clawbus_core.events import RunRelay, RunWatch
+from clawbus_core.session_events import RunAnnouncement, SessionAnnouncer
+from clawbus_core.store import runs as store
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ class Turn:
 
 
 def _check_storable(turn: Turn) -> None:
-    """Postgres text cannot hold NUL: refuse it here, for every surface, before any write."""
+    """Refuse what cannot be stored or echoed, for every surface, before any write:
+    Postgres text cannot hold NUL."""
     fields = {
         "agent": turn.agent_key,
         "session": turn.session_key or "",
@@ -65,6 +68,11 @@ def _check_storable(turn: Turn) -> None:
     for name, value in fields.items():
         if "\x00" in value:
             raise InvalidRequest(f"{name} contains a NUL character, which cannot be stored")
+    # A session key is echoed in the x-openclaw-session-key header, and keys are names: no
+    # control characters (HTTP cannot carry them, and no chat app's ids hold them).
+    key = turn.session_key or ""
+    if any(unicodedata.category(ch) == "Cc" for ch in key):
+        raise InvalidRequest("session key must not contain control characters", param="sessionKey")
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 `tool:invoked`, `error`) for every run any surface starts, broadcast to every replica.
 
 RunService announces the accepted message when it stores a run, and observes the run's
-events while the surface that started it reads them; WebSocket subscribers on any replica
-get them through the Broadcaster. A run whose client left stops being observed (its later
-events are not announced).
+events while the surface that started it reads them. Announcements go out on NATS
+(`names.gateway_events_subject`, see `NatsEventPublisher`); every gateway replica's
+Broadcaster hands them to its WebSocket subscribers. A run whose client left stops being
+observed (its later events are not announced).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Protocol
 from uuid import UUID
 
 from clawbus_protocol import ws as frames
+from clawbus_protocol.names import Names
 from clawbus_protocol.runs import DoneEvent, ErrorEvent, RunEvent, ToolCallEvent
-
-from clawbus_gateway.broadcast import Broadcaster
+from clawbus_protocol.ws import SessionEvent, SessionEventNotice
+from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +41,32 @@ class RunAnnouncement:
     channel: str
 
 
+class EventPublisher(Protocol):
+    async def publish(self, tenant_id: UUID, session_key: str, event: SessionEvent) -> None: ...
+
+
+class NatsEventPublisher:
+    """Publishes session events for every gateway replica's WebSocket clients."""
+
+    def __init__(self, nc: NatsClient, names: Names, origin: str) -> None:
+        self.nc = nc
+        self.subject = names.gateway_events_subject
+        self.origin = origin
+
+    async def publish(self, tenant_id: UUID, session_key: str, event: SessionEvent) -> None:
+        notice = SessionEventNotice(
+            tenant_id=tenant_id, session_key=session_key, origin=self.origin, event=event
+        )
+        try:
+            await self.nc.publish(self.subject, notice.model_dump_json().encode())
+        except NatsError as exc:
+            # A lost notice loses a live view, never data: the run goes on.
+            log.warning("could not publish %s for session %r: %r", event.type, session_key, exc)
+
+
 class SessionAnnouncer:
-    def __init__(self, broadcaster: Broadcaster) -> None:
-        self.broadcaster = broadcaster
+    def __init__(self, publisher: EventPublisher) -> None:
+        self.publisher = publisher
 
     async def accepted(self, run: RunAnnouncement, text: str, *, new_session: bool) -> None:
         now = _now_ms()
@@ -95,6 +122,6 @@ class SessionAnnouncer:
     async def _publish(self, run: RunAnnouncement, event: frames.SessionEvent) -> None:
         # Announcing is a side show: a failure is logged, never the run's or client's problem.
         try:
-            await self.broadcaster.publish(run.tenant_id, run.session_key, event)
+            await self.publisher.publish(run.tenant_id, run.session_key, event)
         except Exception:
             log.warning("announcing %s for run %s failed", event.type, run.run_id, exc_info=True)

@@ -11,10 +11,12 @@ if TYPE_CHECKING:
         ToolCall,
         WireProtocol,
     )
+    from clawbus_fakes.telegram import FakeTelegramServer
 
 __all__ = [
     "DefaultReply",
     "FakeModelServer",
+    "FakeTelegramServer",
     "RecordedRequest",
     "Reply",
     "ToolCall",
@@ -25,6 +27,10 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Lazy, so `python -m clawbus_fakes.models` does not find the module already imported by its
     # package (runpy warns about that and the module would be executed twice).
+    if name == "FakeTelegramServer":
+        from clawbus_fakes import telegram
+
+        return telegram.FakeTelegramServer
     if name in __all__:
         from clawbus_fakes import models
 

@@ -51,6 +51,28 @@ class Names:
         clients, whichever replica the session's run went through."""
         return f"{self.namespace}.gateway.events"
 
+    @property
+    def config_subject(self) -> str:
+        """The runtime configuration changed (PATCH /api/config): every gateway replica and
+        agent-runner reads the overrides from Postgres again and applies them."""
+        return f"{self.namespace}.config.changed"
+
+    @property
+    def tools_list_subject(self) -> str:
+        """Request/reply: a gateway asks any runner for the tools an agent is offered."""
+        return f"{self.namespace}.tools.list"
+
+    @property
+    def tools_invoke_subject(self) -> str:
+        """Request/reply: a gateway asks any runner to run one tool outside a run."""
+        return f"{self.namespace}.tools.invoke"
+
+    @property
+    def channels_changed_subject(self) -> str:
+        """A channel was created, changed, enabled, disabled or deleted: every
+        channel-bridge replica re-reads the channels at once."""
+        return f"{self.namespace}.channels.changed"
+
     # --- Redis ------------------------------------------------------------------------
     def run_events_key(self, run_id: UUID) -> str:
         """Capped stream of a run's events, for replay and gap filling."""

@@ -37,8 +37,8 @@ class GatewayStatus(_Wire):
     version: str
     uptime: int  # seconds since this gateway process started serving
     gateway: GatewayInfo
-    # Channel id -> "connected" | "disconnected" | "not_configured"; empty until a
-    # channel-bridge reports (none exists yet).
+    # Channel id -> its status ("connected", "connecting", "error", "disabled",
+    # "not_configured").
     channels: dict[str, str] = Field(default_factory=dict)
 
 

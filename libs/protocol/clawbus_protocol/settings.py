@@ -85,6 +85,9 @@ class ClawbusSettings(BaseSettings):
     # provider (e.g. "openai/text-embedding-3-small"): search then ranks by keywords and
     # meaning together. Unset: keywords (Postgres full-text search) only.
     embedding_model: str | None = None
+    # The Fernet key secrets at rest (channel credentials) are encrypted with; every service
+    # of a deployment needs the same one. Unset: generated once into <data_dir>/secret.key.
+    secret_key: SecretStr | None = None
 
     @field_validator("namespace")
     @classmethod

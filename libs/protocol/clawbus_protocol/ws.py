@@ -23,6 +23,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic.alias_generators import to_camel
 
+from clawbus_protocol.channels import ChannelInfo, ChannelList
 from clawbus_protocol.errors import ErrorBody
 from clawbus_protocol.runs import AbortResult, QueueMode, Usage
 
@@ -169,7 +170,14 @@ class SystemStatus(_Wire):
 
 
 MethodResult: TypeAlias = (
-    ChatRunResult | AbortResult | SessionList | SessionInfo | Subscription | SystemStatus
+    ChatRunResult
+    | AbortResult
+    | SessionList
+    | SessionInfo
+    | Subscription
+    | SystemStatus
+    | ChannelList
+    | ChannelInfo
 )
 
 

@@ -15,6 +15,9 @@ class RunnerSettings(ClawbusSettings):
     runner_concurrency: int = Field(default=64, ge=1, le=4096)
     # JetStream redelivers a run whose runner stopped acking for this long (crash recovery).
     runner_ack_wait_s: float = Field(default=30.0, ge=1.0)
+    # How long an idle slot's pull request waits for a run before asking again; a stopping
+    # runner waits this long at most for its idle slots.
+    runner_fetch_wait_s: float = Field(default=2.0, gt=0, le=30)
     # JetStream deliveries per message: unlimited, since a run waiting for its busy session
     # is handed back until its turn; runaway retries are capped by attempts instead.
     runner_max_deliver: int = Field(default=-1, ge=-1)

@@ -44,7 +44,6 @@ _INFRA_ERRORS = (
     asyncpg.InterfaceError,
     RedisConnectionError,
 )
-_FETCH_TIMEOUT_S = 2.0
 
 
 class AgentRunner:
@@ -154,7 +153,7 @@ class AgentRunner:
         try:
             while not self._stopping.is_set():
                 try:
-                    msgs = await psub.fetch(1, timeout=_FETCH_TIMEOUT_S)
+                    msgs = await psub.fetch(1, timeout=self.settings.runner_fetch_wait_s)
                 except (TimeoutError, NatsTimeoutError):
                     continue
                 except ConnectionClosedError:

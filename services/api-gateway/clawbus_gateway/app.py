@@ -11,16 +11,28 @@ from clawbus_core.config import resolve_endpoints
 from clawbus_core.db import create_pool
 from clawbus_core.events import RunRelay
 from clawbus_core.models import ModelCatalog
+from clawbus_core.runservice import RunService
 
 from clawbus_gateway import broadcast
 from clawbus_gateway.auth import KEYRING, Keyring, auth_middleware
 from clawbus_gateway.errors import error_middleware
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS, SETTINGS_TOKEN
 from clawbus_gateway.ratelimit import RateLimits, stamp_headers
-from clawbus_gateway.routes import agent, health, openai, responses, runs, services, sessions
+from clawbus_gateway.routes import (
+    agent,
+    api,
+    channels,
+    health,
+    openai,
+    responses,
+    runs,
+    services,
+    sessions,
+)
 from clawbus_gateway.routes import api_v1 as v1
+from clawbus_gateway.routes import config as config_routes
+from clawbus_gateway.routes import docs as docs_routes
 from clawbus_gateway.routes import ws as ws_routes
-from clawbus_gateway.runs import RunService
 from clawbus_gateway.settings import GatewaySettings
 
 
@@ -48,7 +60,7 @@ async def _infrastructure(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(
-        middlewares=[v1.error_envelope, error_middleware, auth_middleware, RateLimits(settings)],
+        middlewares=[error_middleware, auth_middleware, RateLimits(settings)],
         client_max_size=settings.gateway_max_body_bytes,
     )
     app.on_response_prepare.append(stamp_headers)
@@ -58,6 +70,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[CATALOG] = ModelCatalog.from_settings(settings)
     app.cleanup_ctx.append(_infrastructure)
     app.cleanup_ctx.append(broadcast.broadcasting)  # after: it uses the NATS connection
+    app.cleanup_ctx.append(config_routes.following)  # after: it uses the pool and NATS
     app.on_shutdown.append(broadcast.close_clients)
     app.add_routes(health.routes)
     app.add_routes(openai.routes)
@@ -66,7 +79,12 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.add_routes(agent.routes)
     app.add_routes(sessions.routes)
     app.add_routes(v1.routes)
+    app.add_routes(config_routes.routes)
+    app.add_routes(api.routes)
+    app.cleanup_ctx.append(channels.secrets)
+    app.add_routes(channels.routes)
     app.add_routes(services.routes)
     app.add_routes(responses.routes)
     app.add_routes(ws_routes.routes)
+    app.add_routes(docs_routes.routes)
     return app

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from aiohttp import WSCloseCode, web
+from clawbus_core.session_events import NatsEventPublisher, SessionAnnouncer
 from clawbus_protocol.names import Names
 from clawbus_protocol.ws import SessionEvent, SessionEventNotice
 from nats.aio.client import Client as NatsClient
@@ -65,6 +66,7 @@ class Broadcaster:
         self.instance_id = instance_id
         self._listeners: set[Listener] = set()
         self._subscription: Subscription | None = None
+        self._publisher = NatsEventPublisher(nc, names, instance_id)
         self.started_at = time.monotonic()  # when this replica began serving clients
 
     async def start(self) -> None:
@@ -90,14 +92,7 @@ class Broadcaster:
         return len(self._listeners)
 
     async def publish(self, tenant_id: UUID, session_key: str, event: SessionEvent) -> None:
-        notice = SessionEventNotice(
-            tenant_id=tenant_id, session_key=session_key, origin=self.instance_id, event=event
-        )
-        try:
-            await self.nc.publish(self.subject, notice.model_dump_json().encode())
-        except NatsError as exc:
-            # A lost notice loses a live view, never data: the run goes on.
-            log.warning("could not publish %s for session %r: %r", event.type, session_key, exc)
+        await self._publisher.publish(tenant_id, session_key, event)
 
     async def close_all(self, code: WSCloseCode, reason: str) -> None:
         # Together: each close waits for its client's reply (or aiohttp's close timeout).
@@ -123,9 +118,6 @@ async def broadcasting(app: web.Application) -> AsyncIterator[None]:
     broadcaster = Broadcaster(app[RUNS].nc, settings.names, settings.gateway_instance_id)
     await broadcaster.start()
     app[BROADCASTER] = broadcaster
-    # Imported here: session_events imports this module.
-    from clawbus_gateway.session_events import SessionAnnouncer
-
     app[RUNS].announcer = SessionAnnouncer(broadcaster)
     try:
         yield

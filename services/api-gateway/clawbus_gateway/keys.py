@@ -8,8 +8,8 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from clawbus_core.models import ModelCatalog
+    from clawbus_core.runservice import RunService
 
-    from clawbus_gateway.runs import RunService
     from clawbus_gateway.settings import GatewaySettings
 
 SETTINGS: web.AppKey[GatewaySettings] = web.AppKey("settings")

@@ -22,10 +22,10 @@ from uuid import UUID
 
 from aiohttp import web
 from clawbus_core.events import read_run_events
+from clawbus_core.runservice import RunService, Submitted, Turn
 from clawbus_protocol.errors import ClawbusError, ErrorInfo, InvalidRequest, NotFound
 from clawbus_protocol.runs import ErrorEvent, RunEvent
 
-from clawbus_gateway.runs import RunService, Submitted, Turn
 from clawbus_gateway.turns import RUN_ID_HEADER, find_run
 
 LAST_EVENT_ID = "Last-Event-ID"

@@ -31,6 +31,11 @@ def _run(connection: Connection) -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+    except BaseException:
+        # The failed migration's error is the one to see, not the aborted transaction's
+        # refusal of the unlock below (the advisory lock belongs to the session: it survives).
+        connection.rollback()
+        raise
     finally:
         connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
         connection.commit()

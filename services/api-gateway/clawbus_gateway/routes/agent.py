@@ -13,6 +13,8 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from clawbus_core.runservice import Submitted, Turn
+from clawbus_core.store import channels
 from clawbus_protocol import __version__
 from clawbus_protocol.errors import ErrorInfo
 from clawbus_protocol.openclaw_http import (
@@ -34,7 +36,6 @@ from clawbus_protocol.runs import (
 from clawbus_gateway.body import read_model
 from clawbus_gateway.keys import RUNS, SETTINGS
 from clawbus_gateway.principal import principal
-from clawbus_gateway.runs import Submitted, Turn
 from clawbus_gateway.sse import EventStream, stream_run, submit_or_resume
 from clawbus_gateway.turns import (
     Outcome,
@@ -58,12 +59,13 @@ async def clock(app: web.Application) -> AsyncIterator[None]:
 
 @routes.get("/status")
 async def status(request: web.Request) -> web.Response:
-    principal(request)
+    who = principal(request)
     settings = request.app[SETTINGS]
     runs = request.app[RUNS]
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     port = sockname[1] if isinstance(sockname, tuple) else settings.gateway_port
     bus_ok = runs.nc.is_connected
+    found = await channels.list_channels(runs.pool, runs.names.namespace, who.tenant_id)
     body = GatewayStatus(
         status="ok" if bus_ok else "degraded",
         version=__version__,
@@ -73,6 +75,7 @@ async def status(request: web.Request) -> web.Response:
             bind=settings.gateway_host,
             auth="token" if settings.gateway_password is None else "token+password",
         ),
+        channels={c.name: c.shown_status for c in found},
     )
     return web.json_response(text=body.model_dump_json(), status=200 if bus_ok else 503)
 

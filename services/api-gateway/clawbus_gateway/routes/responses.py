@@ -20,6 +20,7 @@ import time
 from uuid import UUID
 
 from aiohttp import web
+from clawbus_core.runservice import Submitted, Turn
 from clawbus_protocol.errors import ErrorInfo, InvalidRequest
 from clawbus_protocol.responses import (
     ContentPartEvent,
@@ -53,7 +54,6 @@ from clawbus_protocol.runs import (
 from clawbus_gateway.body import read_model
 from clawbus_gateway.keys import CATALOG, RUNS
 from clawbus_gateway.principal import require
-from clawbus_gateway.runs import Submitted, Turn
 from clawbus_gateway.sse import EventStream, stream_run, submit_or_resume
 from clawbus_gateway.turns import (
     Outcome,

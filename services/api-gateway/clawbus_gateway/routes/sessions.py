@@ -9,6 +9,7 @@ All scoped to the caller's tenant and gated by the `sessions` permission. The li
 from __future__ import annotations
 
 from aiohttp import web
+from clawbus_core.runservice import canonical_agent
 from clawbus_core.store import sessions as store
 from clawbus_protocol.openclaw_http import (
     SessionDetail,
@@ -19,7 +20,6 @@ from clawbus_protocol.openclaw_http import (
 
 from clawbus_gateway.keys import RUNS
 from clawbus_gateway.principal import require
-from clawbus_gateway.runs import canonical_agent
 from clawbus_gateway.turns import int_query, path_session_key
 
 routes = web.RouteTableDef()

@@ -36,10 +36,12 @@ from typing import TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from clawbus_core import sessionkeys
+from clawbus_core.runservice import Submitted, Turn, canonical_agent
+from clawbus_core.store import channels, sessions
 from clawbus_core.store import runs as runstore
-from clawbus_core.store import sessions
 from clawbus_protocol import __version__
 from clawbus_protocol import ws as frames
+from clawbus_protocol.channels import ChannelList
 from clawbus_protocol.errors import (
     ClawbusError,
     ErrorCode,
@@ -68,7 +70,7 @@ from pydantic import BaseModel, ValidationError
 from clawbus_gateway.broadcast import BROADCASTER, Listener
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS
 from clawbus_gateway.principal import Permission, principal, require
-from clawbus_gateway.runs import Submitted, Turn, canonical_agent
+from clawbus_gateway.routes.channels import channel_info
 from clawbus_gateway.turns import openclaw_agent
 
 log = logging.getLogger(__name__)
@@ -538,11 +540,17 @@ class Connection:
 
     async def channel_list(self, frame: RequestFrame) -> MethodResult:
         _validate(frames.NoParams, frame.params, "params")
-        raise _missing_service("channel-bridge", "channels")
+        found = await channels.list_channels(
+            self.runs.pool, self.runs.names.namespace, self.who.tenant_id
+        )
+        return ChannelList(channels=[channel_info(c) for c in found])
 
     async def channel_status(self, frame: RequestFrame) -> MethodResult:
-        _validate(frames.ChannelStatusParams, frame.params, "params")
-        raise _missing_service("channel-bridge", "channels")
+        params = _validate(frames.ChannelStatusParams, frame.params, "params")
+        found = await channels.find_channel(
+            self.runs.pool, self.runs.names.namespace, self.who.tenant_id, params.channel_id
+        )
+        return channel_info(found)
 
     async def browser_screenshot(self, frame: RequestFrame) -> MethodResult:
         _validate(frames.BrowserScreenshotParams, frame.params, "params")

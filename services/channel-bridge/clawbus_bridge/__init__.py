@@ -1,0 +1,1 @@
+"""channel-bridge: connects agents to chat apps (Telegram, Discord, webhooks), exactly once."""

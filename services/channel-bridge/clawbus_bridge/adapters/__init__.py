@@ -1,0 +1,1 @@
+"""Chat-app adapters: each turns a platform's updates into `Inbound` messages, sends replies."""
