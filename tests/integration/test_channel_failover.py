@@ -121,6 +121,12 @@ async def test_one_poller_and_a_failover_that_loses_and_repeats_nothing(
                 assert len(fake_models.requests_for(agent)) == 2 * PER_BATCH
                 assert telegram.conflicts(token) == 0
                 assert bridges[standby].popen.poll() is None  # still serving
+            # The bot token is part of every Telegram URL; no log line of either replica
+            # may hold it (the standby's log was written up to its stop by now).
+            for name in bridges:
+                log = (tmp_path / f"{name}.log").read_text()
+                assert "getUpdates" in log or "channel" in log
+                assert token not in log and token.split(":")[1] not in log
     finally:
         await redis.aclose()
         await pool.execute(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from clawbus_core.store.runs import DEFAULT_TENANT
 from clawbus_fakes.models import FakeModelServer, Reply
 from clawbus_fakes.telegram import TEST_GROUP, FakeTelegramServer, FakeUser
 
+from tests.integration.test_ws import websockets_client
 from tests.system import System, start_system, wait_for
 
 BOB = FakeUser(2002, "Bob", username="bob")
@@ -229,13 +231,18 @@ async def test_an_unknown_sender_gets_a_code_and_reaches_the_agent_after_approva
         assert [r.last_user_text for r in fake_models.requests_for(agent)] == ["now?"]
 
 
-async def test_allowlist_and_groups(
+async def test_allowlist_groups_and_session_events(
     system: System, telegram: FakeTelegramServer, fake_models: FakeModelServer, agent: str
 ) -> None:
     token = new_token()
     telegram.add_bot(token, "group_bot")
     fake_models.set_default(agent, Reply(text="ok"))
-    async with aiohttp.ClientSession() as http:
+    group_session = f"agent:{agent}:telegram:group:{TEST_GROUP.id}"
+    async with (
+        aiohttp.ClientSession() as http,
+        websockets_client(system.url, auth(system)) as watcher,
+    ):
+        await watcher.call("subscribe", {"all": True})
         await create_channel(http, system, agent, token, dm_policy="allowlist", allow_from=["1001"])
         await telegram.wait_polling(token, timeout_s=15)
         telegram.private_message(token, "not on the list", user=CAROL)
@@ -243,6 +250,12 @@ async def test_allowlist_and_groups(
         telegram.group_message(token, "what is 2+2?", user=CAROL, mention=True)
         [reply] = await telegram.wait_sent(token, 1, timeout_s=20)
         assert reply.chat_id == TEST_GROUP.id
+        # 001's events for a chat app's run, as for any surface's.
+        received = await watcher.event("message:received", sessionKey=group_session)
+        assert received["payload"]["channel"] == "telegram"
+        assert "what is 2+2?" in received["payload"]["message"]
+        sent = await watcher.event("message:sent", sessionKey=group_session)
+        assert sent["payload"]["message"] == "ok"
         await telegram.wait_confirmed(token, timeout_s=10)
         texts = [r.last_user_text for r in fake_models.requests_for(agent)]
         assert len(texts) == 1
@@ -276,7 +289,12 @@ async def test_photos_and_documents_reach_the_agent_as_media(
             token, b"line one\nline two\n", file_name="notes.txt", mime_type="text/plain"
         )
         await telegram.wait_sent(token, 2, timeout_s=20)
-    photo, document = (r.last_user_text for r in fake_models.requests_for(agent))
+        first = telegram.private_message(token, "meet at 5")
+        await telegram.wait_sent(token, 3, timeout_s=20)
+        telegram.edit_message(token, first, "meet at 6")
+        await telegram.wait_sent(token, 4, timeout_s=20)
+    photo, document, _, edited = (r.last_user_text for r in fake_models.requests_for(agent))
+    assert edited == "[edited message]\nmeet at 6"
     assert "look at this" in photo and "[photo attached: media" in photo
     assert "notes.txt" in document and "line two" in document
     media_id = re.search(r"media ([0-9a-f-]{36})", photo)
@@ -289,6 +307,43 @@ async def test_photos_and_documents_reach_the_agent_as_media(
         and stored["kind"] == "photo"
         and stored["content"] == b"\xff\xd8fake-jpeg"
     )
+
+
+async def test_channels_from_config_are_created_when_a_bridge_starts(
+    endpoints: Endpoints,
+    namespace: str,
+    fake_models: FakeModelServer,
+    tmp_path: Path,
+    telegram: FakeTelegramServer,
+    agent: str,
+) -> None:
+    token = new_token()
+    telegram.add_bot(token, "configured_bot")
+    channels = [
+        {
+            "name": "from-config",
+            "type": "telegram",
+            "agent": agent,
+            "credentials": {"token": token},
+            "dm_policy": "open",
+        }
+    ]
+    overrides = bridge_env(telegram) | {"CLAWBUS_CHANNELS": json.dumps(channels)}
+    async with (
+        start_system(
+            endpoints, namespace, fake_models, tmp_path, bridges=1, overrides=overrides
+        ) as system,
+        aiohttp.ClientSession() as http,
+    ):
+        await telegram.wait_polling(token, timeout_s=15)
+        status, listed = await api(http, system, "GET", "/v1/channels")
+        assert status == 200
+        [channel] = listed["channels"]
+        assert (channel["id"], channel["type"], channel["agentId"]) == (
+            "from-config",
+            "telegram",
+            agent,
+        )
 
 
 async def test_disable_stops_polling_and_enable_resumes(

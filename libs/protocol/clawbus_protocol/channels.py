@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.alias_generators import to_camel
 
+from clawbus_protocol.errors import ErrorInfo
+
 ChannelStatus = Literal["connected", "connecting", "error", "disabled", "not_configured"]
 ChannelTypeName = Literal["telegram", "discord", "webhook"]
 DmPolicyName = Literal["pairing", "allowlist", "open"]
@@ -98,6 +100,24 @@ class ChannelInstanceWrite(BaseModel):
     dm_policy: DmPolicyName = "pairing"
     allow_from: list[str] = Field(default_factory=list, max_length=MAX_ALLOW_FROM)
     enabled: StrictBool = True
+
+
+# --- inbound webhooks (gateway -> the bridge replica holding the channel, NATS req/reply) ----
+
+
+class WebhookRequest(BaseModel):
+    """A POST to /v1/webhooks/{channel id}, as the gateway received it."""
+
+    headers: dict[str, str]  # the signature headers, names lower-cased
+    body: str  # base64 of the raw body: signatures are over its exact bytes
+
+
+class WebhookAnswer(BaseModel):
+    error: ErrorInfo | None = None
+
+
+class WebhookAccepted(BaseModel):
+    ok: Literal[True] = True
 
 
 # --- pairing ----------------------------------------------------------------------------------

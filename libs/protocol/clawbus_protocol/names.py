@@ -73,6 +73,11 @@ class Names:
         channel-bridge replica re-reads the channels at once."""
         return f"{self.namespace}.channels.changed"
 
+    def channel_inbound_subject(self, channel_id: UUID) -> str:
+        """Request/reply: a gateway hands a channel's webhook request to the bridge replica
+        holding that channel (only the holder subscribes)."""
+        return f"{self.namespace}.channels.inbound.{channel_id}"
+
     # --- Redis ------------------------------------------------------------------------
     def run_events_key(self, run_id: UUID) -> str:
         """Capped stream of a run's events, for replay and gap filling."""

@@ -53,7 +53,9 @@ from clawbus_gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/openapi.json"})
-PUBLIC_PREFIXES = ("/docs/static/",)  # Swagger UI's files
+# Swagger UI's files; inbound webhooks, which carry their own signature (checked by the
+# channel-bridge: see routes/channels.py).
+PUBLIC_PREFIXES = ("/docs/static/", "/v1/webhooks/")
 PASSWORD_HEADER = "X-OpenClaw-Password"  # noqa: S105 (a header name, not a secret)
 # Query parameters that carry secrets: accepted on WebSocket upgrades, never logged.
 SECRET_QUERY_PARAMS = frozenset({"token", "password"})

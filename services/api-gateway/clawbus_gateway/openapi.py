@@ -606,6 +606,24 @@ OPERATIONS: tuple[Operation, ...] = (
         request=channels.PairingApprove, example={"code": "ABCD-1234"},
         params=(CHANNEL_ID,),
     ),
+    Operation(
+        "POST", "/v1/webhooks/{channel_id}", "receiveWebhook",
+        "A webhook channel's inbound message, or a Telegram update in webhook mode",
+        CLAWBUS, "public",
+        {200: Reply("Accepted: stored, the reply follows on the channel",
+                    (Json(channels.WebhookAccepted),)),
+         503: Reply("No channel-bridge serves this channel now; retry later", (Json(),))},
+        params=(Param("channel_id", "path", {"type": "string", "format": "uuid"},
+                      "The channel's uuid", "00000000-0000-4000-8000-000000000000"),),
+        errors=frozenset({401, 413}),
+        description=(
+            "No gateway credential: the request's own signature is checked by the bridge "
+            "replica holding the channel. A webhook channel's body is "
+            '`{"id", "from": {"id", "name"}, "chat": {"id", "type"}, "text"}` signed with '
+            "`X-Clawbus-Timestamp` and `X-Clawbus-Signature: sha256=HMAC(secret, "
+            "timestamp + '.' + body)`; Telegram's carries `X-Telegram-Bot-Api-Secret-Token`."
+        ),
+    ),
     # --- Docs ---
     Operation(
         "GET", DOCUMENT_PATH, "getOpenApiDocument", "This document", DOCS, "public",

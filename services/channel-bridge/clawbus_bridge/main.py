@@ -31,6 +31,7 @@ def redact_tokens() -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactTokens())
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("telegram").addFilter(RedactTokens())
 
 
 async def serve(settings: BridgeSettings) -> None:

@@ -26,12 +26,17 @@ from nats.aio.msg import Msg
 
 from clawbus_bridge.adapters.discord import DiscordAdapter
 from clawbus_bridge.adapters.telegram import TelegramAdapter
+from clawbus_bridge.adapters.webhook import WebhookAdapter
 from clawbus_bridge.settings import BridgeSettings
 from clawbus_bridge.worker import AdapterFactory, ChannelWorker
 
 log = logging.getLogger(__name__)
 
-ADAPTERS: dict[str, AdapterFactory] = {"telegram": TelegramAdapter, "discord": DiscordAdapter}
+ADAPTERS: dict[str, AdapterFactory] = {
+    "telegram": TelegramAdapter,
+    "discord": DiscordAdapter,
+    "webhook": WebhookAdapter,
+}
 
 
 class ChannelBridge:

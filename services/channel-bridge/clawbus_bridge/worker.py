@@ -18,11 +18,12 @@ The holder:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from clawbus_core import sessionkeys
@@ -31,8 +32,10 @@ from clawbus_core.runservice import RunService, Turn
 from clawbus_core.secrets import SecretBox
 from clawbus_core.store import channels as store
 from clawbus_core.store.channels import Channel, Delivery
-from clawbus_protocol.errors import ClawbusError
+from clawbus_protocol.channels import WebhookAnswer, WebhookRequest
+from clawbus_protocol.errors import ClawbusError, InternalError, NotFound
 from clawbus_protocol.runs import ChatMessage, RunInput
+from nats.aio.msg import Msg
 
 from clawbus_bridge.adapters.base import (
     Adapter,
@@ -101,6 +104,7 @@ class ChannelWorker:
         self.pool = pool
         self.box = box
         self.runs = runs
+        self.nc = runs.nc
         self.adapters = adapters
         self.owner = settings.bridge_id
         self.lease = Lease(
@@ -221,6 +225,8 @@ class ChannelWorker:
         )
         adapter = factory(ctx)
         self.adapter = adapter
+        subject = self.settings.names.channel_inbound_subject(self.channel.id)
+        inbound = await self.nc.subscribe(subject, cb=self._webhook)
         tasks = [
             asyncio.create_task(adapter.run(), name=f"{self.channel.name}-adapter"),
             asyncio.create_task(self._keep_lease(), name=f"{self.channel.name}-lease"),
@@ -229,6 +235,8 @@ class ChannelWorker:
         try:
             await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
         finally:
+            with contextlib.suppress(Exception):
+                await inbound.unsubscribe()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -258,6 +266,27 @@ class ChannelWorker:
         await self._status("disabled")
 
     # --- inbound ------------------------------------------------------------------------------
+
+    def _handler(self) -> Callable[[dict[str, str], bytes], Awaitable[None]]:
+        handle = getattr(self.adapter, "handle", None)
+        if handle is None:
+            raise NotFound(f"channel {self.channel.name!r} takes no webhook requests")
+        return cast(Callable[[dict[str, str], bytes], Awaitable[None]], handle)
+
+    async def _webhook(self, msg: Msg) -> None:
+        """A webhook request for this channel (only the lease holder subscribes): the adapter
+        checks it and hands its message to `receive`; the answer says how it went."""
+        answer = WebhookAnswer()
+        try:
+            request = WebhookRequest.model_validate_json(msg.data)
+            await self._handler()(request.headers, base64.b64decode(request.body))
+        except ClawbusError as exc:
+            answer = WebhookAnswer(error=exc.info)
+        except Exception:
+            log.exception("channel %s: a webhook request failed", self.channel.name)
+            answer = WebhookAnswer(error=InternalError("see the channel-bridge log").info)
+        with contextlib.suppress(Exception):
+            await msg.respond(answer.model_dump_json().encode())
 
     async def receive(self, inbound: Inbound) -> None:
         """Route one message; returns once its run (if any) is stored."""

@@ -5,6 +5,9 @@ channels); the channel-bridge connects them and writes their status.
 - 001: GET /api/channels
 - GoClaw: GET/POST /v1/channel-instances, GET/PUT/DELETE /v1/channel-instances/{id}
 - clawbus: GET /v1/channels/{id}/pairing (pending senders), POST .../pairing/approve {code}
+- POST /v1/webhooks/{channel uuid}: inbound requests of webhook channels and of Telegram in
+  webhook mode. No gateway credential: the bridge replica holding the channel checks the
+  request's own signature (HMAC, or Telegram's secret token) before anything else.
 
 `{id}` is the channel's name (GoClaw's routes also take its uuid). Every change is announced
 on the bus (`names.channels_changed_subject`) so every bridge replica applies it at once:
@@ -14,8 +17,10 @@ deployment's key before they are stored and never returned. Routes need `channel
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import AsyncIterator
+from uuid import UUID
 
 from aiohttp import web
 from clawbus_core.secrets import SecretBox, secret_box
@@ -32,9 +37,20 @@ from clawbus_protocol.channels import (
     PairingApproved,
     PairingList,
     PendingPairing,
+    WebhookAccepted,
+    WebhookAnswer,
+    WebhookRequest,
 )
-from clawbus_protocol.errors import InvalidRequest
+from clawbus_protocol.errors import (
+    ClawbusError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from clawbus_gateway.body import read_model
 from clawbus_gateway.keys import RUNS, SETTINGS
@@ -233,6 +249,51 @@ async def delete_instance(request: web.Request) -> web.Response:
     await store.delete_channel(request.app[RUNS].pool, _ns(request), who.tenant_id, channel.name)
     await _changed(request, channel.name)
     return web.Response(status=204)
+
+
+# --- inbound webhooks ------------------------------------------------------------------------
+
+# What a webhook request may carry to the bridge: its signature headers, nothing else.
+_WEBHOOK_HEADERS = ("x-clawbus-signature", "x-clawbus-timestamp", "x-telegram-bot-api-secret-token")
+MAX_WEBHOOK_BYTES = 512 * 1024  # within NATS's 1 MB message, base64 included
+_WEBHOOK_WAIT_S = 15.0
+
+
+@routes.post("/v1/webhooks/{channel_id}")
+async def webhook(request: web.Request) -> web.Response:
+    try:
+        channel_id = UUID(request.match_info["channel_id"])
+    except ValueError:
+        raise NotFound("no such webhook", param="channelId") from None
+    body = await request.read()
+    if len(body) > MAX_WEBHOOK_BYTES:
+        raise PayloadTooLarge(f"a webhook request is at most {MAX_WEBHOOK_BYTES} bytes")
+    forwarded = WebhookRequest(
+        headers={h: v for h in _WEBHOOK_HEADERS if (v := request.headers.get(h)) is not None},
+        body=base64.b64encode(body).decode(),
+    )
+    runs = request.app[RUNS]
+    try:
+        reply = await runs.nc.request(
+            runs.names.channel_inbound_subject(channel_id),
+            forwarded.model_dump_json().encode(),
+            timeout=_WEBHOOK_WAIT_S,
+        )
+    except NoRespondersError:
+        raise ServiceUnavailable(
+            "no channel-bridge is serving this channel now (unknown, disabled, or between "
+            "replicas); retry later",
+            service="channel-bridge",
+            retry_after_ms=5000,
+        ) from None
+    except (TimeoutError, NatsTimeoutError):
+        raise ServiceUnavailable(
+            "the channel-bridge did not answer in time", service="channel-bridge"
+        ) from None
+    answer = WebhookAnswer.model_validate_json(reply.data)
+    if answer.error is not None:
+        raise ClawbusError.from_info(answer.error)
+    return web.json_response(text=WebhookAccepted().model_dump_json())
 
 
 # --- pairing ----------------------------------------------------------------------------------

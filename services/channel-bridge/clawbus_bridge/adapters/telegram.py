@@ -6,6 +6,12 @@ Here an update is confirmed (the next getUpdates' `offset`, persisted on the cha
 after the bridge has stored its run, so a standby that takes over asks again for anything
 not stored, and the runs' idempotency keys make a second reading harmless.
 
+Webhook mode (`config.mode: "webhook"` with `config.webhookUrl`, the public URL of the
+gateway's `/v1/webhooks/{channel id}`): the lease holder registers the webhook with a secret
+token derived from the bot token, and takes the updates Telegram posts there (the gateway
+hands them over the bus) only if they carry that token. Polling mode deletes the webhook
+first, as Telegram allows one or the other.
+
 Private chats are direct messages; in groups the bot answers when mentioned (`@botname`),
 replied to, or addressed with a /command. Photos and documents are downloaded, stored as
 media and named in the text the agent gets (a text document's content is included).
@@ -17,11 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import hmac
+import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from clawbus_core.store import channels as store
 from clawbus_core.store.channels import MAX_MEDIA_BYTES
+from clawbus_protocol.errors import InvalidRequest, Unauthorized
 from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
 from telegram.error import (
@@ -71,6 +82,18 @@ class TelegramAdapter:
         )
         self.username = ""
         self.bot_id = 0
+        self.token = token
+        self.webhook_url = ctx.channel.settings.get("webhookUrl")
+        if ctx.channel.settings.get("mode") == "webhook" and not isinstance(self.webhook_url, str):
+            raise ChannelFailure("webhook mode needs `webhookUrl` in the config", permanent=True)
+        self.webhook = ctx.channel.settings.get("mode") == "webhook"
+
+    @property
+    def secret_token(self) -> str:
+        """What Telegram sends back in X-Telegram-Bot-Api-Secret-Token: derived from the bot
+        token, so every replica knows it and nothing more is stored."""
+        mac = hmac.new(self.token.encode(), b"clawbus-telegram-webhook", hashlib.sha256)
+        return mac.hexdigest()[:48]
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -87,6 +110,11 @@ class TelegramAdapter:
             raise ChannelFailure(f"cannot reach Telegram: {exc}") from exc
         self.username = self.bot.username or ""
         self.bot_id = self.bot.id
+        if self.webhook:
+            await self._set_webhook()
+            await self.ctx.connected(f"@{self.username}")
+            await asyncio.Event().wait()  # updates arrive through `handle`
+        await self._call(self.bot.delete_webhook(), "deleting the webhook")
         await self.ctx.connected(f"@{self.username}")
         offset = self.ctx.channel.poll_offset
         while True:
@@ -98,6 +126,46 @@ class TelegramAdapter:
                 offset = max(offset, update.update_id + 1)
             if updates:
                 await store.advance_offset(self.ctx.pool, self.ctx.channel.id, offset)
+
+    async def _call(self, call: Any, what: str) -> Any:
+        try:
+            return await call
+        except InvalidToken:
+            raise ChannelFailure(
+                "Telegram refused the bot token (401 Unauthorized)", permanent=True
+            ) from None
+        except RetryAfter as exc:
+            raise ChannelFailure(
+                "Telegram asks to slow down", retry_after_s=_seconds(exc.retry_after)
+            ) from None
+        except (NetworkError, TelegramError) as exc:
+            raise ChannelFailure(f"{what} failed: {exc}") from exc
+
+    async def _set_webhook(self) -> None:
+        await self._call(
+            self.bot.set_webhook(
+                str(self.webhook_url),
+                secret_token=self.secret_token,
+                allowed_updates=list(_ALLOWED_UPDATES),
+            ),
+            "setting the webhook",
+        )
+
+    async def handle(self, headers: Mapping[str, str], body: bytes) -> None:
+        """An update Telegram posted to the webhook; refused without the secret token."""
+        given = headers.get("x-telegram-bot-api-secret-token", "")
+        if not self.webhook or not hmac.compare_digest(given, self.secret_token):
+            raise Unauthorized("the Telegram secret token is missing or wrong")
+        try:
+            data = json.loads(body)
+            update = Update.de_json(data, self.bot)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidRequest(f"not a Telegram update: {exc}") from None
+        if update is None:
+            raise InvalidRequest("not a Telegram update")
+        inbound = await self._inbound(update)
+        if inbound is not None:
+            await self.ctx.receive(inbound)
 
     async def _poll(self, offset: int) -> tuple[Update, ...]:
         try:
