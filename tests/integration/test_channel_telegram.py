@@ -403,3 +403,19 @@ async def test_bad_credentials_show_an_error_without_hammering(
         assert status == 200
         assert instance["has_credentials"] is True
         assert token not in str(instance)  # credentials are never returned
+
+
+async def test_a_failed_run_is_told_to_the_chat(
+    system: System, telegram: FakeTelegramServer, fake_models: FakeModelServer, agent: str
+) -> None:
+    token = new_token()
+    telegram.add_bot(token, "failing_bot")
+    fake_models.script(agent, Reply(status=400))  # not retryable: the run fails at once
+    async with aiohttp.ClientSession() as http:
+        await create_channel(http, system, agent, token, dm_policy="open")
+        await telegram.wait_polling(token, timeout_s=15)
+        telegram.private_message(token, "this will fail")
+        [sent] = await telegram.wait_sent(token, 1, timeout_s=20)
+    assert (
+        visible(sent.text) == "Sorry, I could not answer that (upstream_error). Please try again."
+    )

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
 import asyncpg
 from clawbus_core.config import Endpoints
+from clawbus_core.db import create_pool
+from clawbus_core.store import runs as runstore
 from clawbus_fakes.models import FakeModelServer, Reply
+from clawbus_protocol.runs import ChatMessage, RunInput, RunOptions
 
 from tests.system import processes, start_system
 
@@ -127,3 +131,42 @@ async def test_kill_9_of_the_runner_mid_stream(
             assert stored == reply
 
             assert runners[survivor].popen.poll() is None
+
+
+async def test_a_run_stored_but_never_published_is_published_by_the_retry(
+    endpoints: Endpoints, namespace: str, fake_models: FakeModelServer, tmp_path: Path
+) -> None:
+    """A gateway that died between storing a run and publishing it leaves the run queued with
+    nothing on the bus: the client's retry (same Idempotency-Key) publishes it again."""
+    key = f"stored-only-{namespace}"
+    async with (
+        start_system(endpoints, namespace, fake_models, tmp_path) as system,
+    ):
+        pool = await create_pool(endpoints.database_url, min_size=1, max_size=2)
+        messages = [ChatMessage(role="user", content="are you there?")]
+        stored = await runstore.create_run(
+            pool,
+            run_id=uuid.uuid4(),
+            session_id=uuid.uuid4(),
+            tenant_id=runstore.DEFAULT_TENANT,
+            agent_key="main",
+            session_key=f"agent:main:openai:{uuid.uuid4()}",
+            channel="api",
+            idempotency_key=key,
+            model=None,
+            user_text="are you there?",
+            run_input=RunInput(messages=messages),
+            options=RunOptions(),
+            reply_to=None,
+            queue_mode=None,
+            named_session=False,
+        )
+        assert isinstance(stored, runstore.NewRun)  # stored; the "crash": never published
+        reply = await system.openai(timeout=30).chat.completions.create(
+            model="clawbus/echo",
+            messages=[{"role": "user", "content": "are you there?"}],
+            extra_headers={"Idempotency-Key": key},
+        )
+        assert reply.choices[0].message.content == "You said: are you there?"
+        assert reply.id == f"chatcmpl-{stored.run_id.hex}"
+        await pool.close()

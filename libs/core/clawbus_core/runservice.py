@@ -135,6 +135,8 @@ class RunService:
                 # Its live events go to the gateway replica that started it, so this watch
                 # reads the run's stream (polling it briefly) instead.
                 with self.relay.watch(created.run_id, idle_fill_s=_REPLAY_POLL_S) as replay:
+                    if created.status == "queued":
+                        await self._publish_again(created.run_id)
                     yield Submitted(created.run_id, created.session_key, replay, existing=created)
                 return
             run_input = turn.input.model_copy(
@@ -189,7 +191,14 @@ class RunService:
             session_key=session_key,
         )
 
-    async def _publish(self, request: RunRequest) -> None:
+    async def _publish_again(self, run_id: UUID) -> None:
+        """A run still queued may never have been published (its publisher died between
+        storing and publishing it): publish it again, which is harmless if it was."""
+        request = await store.queued_request(self.pool, run_id, reply_to=self.relay.channel)
+        if request is not None:
+            await self._publish(request, fail_unpublished=False)
+
+    async def _publish(self, request: RunRequest, *, fail_unpublished: bool = True) -> None:
         try:
             await self.js.publish(
                 self.names.runs_subject,
@@ -203,6 +212,7 @@ class RunService:
                 f"the run queue did not accept the run ({type(exc).__name__}); retry shortly",
                 retry_after_ms=1000,
             )
-            await store.fail_run(self.pool, request.run_id, 0, error.info)
+            if fail_unpublished:
+                await store.fail_run(self.pool, request.run_id, 0, error.info)
             log.warning("publishing run %s failed: %r", request.run_id, exc)
             raise error from exc

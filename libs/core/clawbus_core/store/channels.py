@@ -91,7 +91,7 @@ def _channel(row: asyncpg.Record) -> Channel:
         type=row["type"],
         agent_id=row["agent_id"],
         agent_key=row["agent_key"],
-        settings=json.loads(row["settings"]),
+        settings=dict(row["settings"]),
         dm_policy=row["dm_policy"],
         allow_from=tuple(row["allow_from"]),
         enabled=row["enabled"],
@@ -187,7 +187,7 @@ async def create_channel(
         agent_key,
         channel_type,
         sealed,
-        json.dumps(settings),
+        settings,
         dm_policy,
         list(allow_from),
         enabled,
@@ -436,7 +436,7 @@ async def add_delivery(
         "ON CONFLICT (run_id) DO NOTHING",
         run_id,
         channel_id,
-        json.dumps(dict(target)),
+        dict(target),
     )
 
 
@@ -500,13 +500,13 @@ async def claim_deliveries(
             Delivery(
                 run_id=row["run_id"],
                 channel_id=row["channel_id"],
-                target=json.loads(row["target"]),
+                target=dict(row["target"]),
                 chunks_sent=row["chunks_sent"],
                 sending_chunk=row["sending_chunk"],
                 attempts=row["attempts"],
                 run_status=answer["status"],
                 text=answer["text"] if answer["status"] == "completed" else None,
-                error=json.loads(answer["error"]) if answer["error"] else None,
+                error=answer["error"],
             )
         )
     return out

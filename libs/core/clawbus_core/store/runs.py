@@ -11,7 +11,15 @@ from typing import Any, Literal
 from uuid import UUID
 
 from clawbus_protocol.errors import ErrorInfo, NotFound
-from clawbus_protocol.runs import ChatMessage, QueueMode, RunInput, RunOptions, ToolCall, Usage
+from clawbus_protocol.runs import (
+    ChatMessage,
+    QueueMode,
+    RunInput,
+    RunOptions,
+    RunRequest,
+    ToolCall,
+    Usage,
+)
 
 from clawbus_core.db import Pool
 
@@ -67,6 +75,14 @@ LEFT JOIN LATERAL (
     FROM usage WHERE run_id = r.id
 ) u ON true
 WHERE r.tenant_id = $1 AND r.idempotency_key = $2
+"""
+
+# A queued run as it was published (to publish it again: see queued_request).
+_QUEUED = """
+SELECT r.id, r.tenant_id, r.agent_id, a.key AS agent_key, r.session_id, s.session_key,
+       r.idempotency_key, r.input, r.options, r.queue_mode
+FROM runs r JOIN sessions s ON s.id = r.session_id JOIN agents a ON a.id = r.agent_id
+WHERE r.id = $1 AND r.status = 'queued'
 """
 
 _FINISH = """
@@ -301,3 +317,29 @@ async def fail_run(
     """Mark the run failed with its error; False if the attempt is stale or it already ended."""
     row: Any = await pool.fetchrow(_FAIL, run_id, attempt, error.model_dump(mode="json"), model)
     return row is not None
+
+
+async def queued_request(pool: Pool, run_id: UUID, *, reply_to: str | None) -> RunRequest | None:
+    """The RunRequest of a run still queued, rebuilt from its row (None once it started).
+
+    A process that stored a run and died before publishing it leaves it queued with nothing
+    on the bus; whoever meets it again (a retried request, a re-read chat update) publishes
+    it again. JetStream drops a copy within its dedup window and runners skip a run that is
+    no longer queued, so a run published twice still runs once.
+    """
+    row = await pool.fetchrow(_QUEUED, run_id)
+    if row is None:
+        return None
+    return RunRequest(
+        run_id=row["id"],
+        idempotency_key=row["idempotency_key"],
+        tenant_id=row["tenant_id"],
+        agent_id=row["agent_id"],
+        agent_key=row["agent_key"],
+        session_id=row["session_id"],
+        session_key=row["session_key"],
+        input=RunInput.model_validate(row["input"]),
+        options=RunOptions.model_validate(row["options"]),
+        reply_to=reply_to,
+        queue_mode=row["queue_mode"],
+    )
