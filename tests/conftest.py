@@ -12,6 +12,8 @@ import asyncpg
 import pytest
 from clawbus_core.config import Endpoints
 from clawbus_core.db import migrate
+from clawbus_core.store import agents as agents_store
+from clawbus_core.store.runs import DEFAULT_TENANT
 from clawbus_fakes.models import FakeModelServer
 
 from tests.infra import test_infrastructure
@@ -48,6 +50,26 @@ async def db(endpoints: Endpoints) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def pool(endpoints: Endpoints) -> AsyncIterator[asyncpg.Pool]:
+    async with asyncpg.create_pool(endpoints.database_url, min_size=1, max_size=2) as p:
+        yield p
+
+
+@pytest.fixture
+async def agent(pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """An agent of the default tenant of its own, whose model is the fake model named like
+    it (`openai/<key>`: script it with `fake_models.script(agent, ...)`); deleted afterwards."""
+    key = f"a-{secrets.token_hex(6)}"
+    await agents_store.create_agent(pool, DEFAULT_TENANT, key, "Test agent", model=f"openai/{key}")
+    try:
+        yield key
+    finally:
+        await pool.execute(
+            "DELETE FROM agents WHERE tenant_id = $1 AND key = $2", DEFAULT_TENANT, key
+        )
 
 
 @pytest.fixture

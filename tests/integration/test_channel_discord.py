@@ -9,11 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 from clawbus_core.config import Endpoints
-from clawbus_core.store import agents as agents_store
-from clawbus_core.store.runs import DEFAULT_TENANT
 from clawbus_fakes.discord_fake import FakeDiscord, FileData
 from clawbus_fakes.models import FakeModelServer, Reply
 
@@ -27,26 +24,6 @@ WAIT_S = 30.0  # a bound on waits, not a timing assertion
 async def discord_fake() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as fake:
         yield fake
-
-
-@pytest.fixture
-async def pool(endpoints: Endpoints) -> AsyncIterator[asyncpg.Pool]:
-    async with asyncpg.create_pool(endpoints.database_url, min_size=1, max_size=2) as p:
-        yield p
-
-
-@pytest.fixture
-async def agent(pool: asyncpg.Pool) -> AsyncIterator[str]:
-    key = f"dc-{uuid.uuid4().hex[:10]}"
-    await agents_store.create_agent(
-        pool, DEFAULT_TENANT, key, "Discord agent", model=f"openai/{key}"
-    )
-    try:
-        yield key
-    finally:
-        await pool.execute(
-            "DELETE FROM agents WHERE tenant_id = $1 AND key = $2", DEFAULT_TENANT, key
-        )
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ exactly one reply."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,8 +14,6 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from clawbus_core.config import Endpoints
-from clawbus_core.store import agents as agents_store
-from clawbus_core.store.runs import DEFAULT_TENANT
 from clawbus_fakes.models import FakeModelServer, RecordedRequest, Reply
 from clawbus_fakes.telegram import FakeTelegramServer, FakeUser
 
@@ -25,12 +22,6 @@ from tests.system import Process, processes, start_system, wait_for
 
 LEASE_S = 2.0
 PER_BATCH = 50
-
-
-@pytest.fixture
-async def pool(endpoints: Endpoints) -> AsyncIterator[asyncpg.Pool]:
-    async with asyncpg.create_pool(endpoints.database_url, min_size=1, max_size=2) as p:
-        yield p
 
 
 @pytest.fixture
@@ -51,11 +42,8 @@ async def test_one_poller_and_a_failover_that_loses_and_repeats_nothing(
     tmp_path: Path,
     telegram: FakeTelegramServer,
     pool: asyncpg.Pool,
+    agent: str,
 ) -> None:
-    agent = f"fo-{uuid.uuid4().hex[:10]}"
-    await agents_store.create_agent(
-        pool, DEFAULT_TENANT, agent, "Failover", model=f"openai/{agent}"
-    )
     fake_models.set_default(agent, slow_echo)
     token = new_token()
     telegram.add_bot(token, "failover_bot")
@@ -129,9 +117,6 @@ async def test_one_poller_and_a_failover_that_loses_and_repeats_nothing(
                 assert token not in log and token.split(":")[1] not in log
     finally:
         await redis.aclose()
-        await pool.execute(
-            "DELETE FROM agents WHERE tenant_id = $1 AND key = $2", DEFAULT_TENANT, agent
-        )
 
 
 async def _held_by(redis: aioredis.Redis, key: str, owner: str) -> bool:

@@ -17,8 +17,6 @@ import aiohttp
 import asyncpg
 import pytest
 from clawbus_core.config import Endpoints
-from clawbus_core.store import agents as agents_store
-from clawbus_core.store.runs import DEFAULT_TENANT
 from clawbus_fakes.models import FakeModelServer, Reply
 from clawbus_fakes.telegram import TEST_GROUP, FakeTelegramServer, FakeUser
 
@@ -51,27 +49,6 @@ def auth(system: System) -> dict[str, str]:
 async def telegram() -> AsyncIterator[FakeTelegramServer]:
     async with FakeTelegramServer() as fake:
         yield fake
-
-
-@pytest.fixture
-async def pool(endpoints: Endpoints) -> AsyncIterator[asyncpg.Pool]:
-    async with asyncpg.create_pool(endpoints.database_url, min_size=1, max_size=2) as p:
-        yield p
-
-
-@pytest.fixture
-async def agent(pool: asyncpg.Pool) -> AsyncIterator[str]:
-    """An agent of its own whose model is the fake's `tg-<key>` (scripted per test)."""
-    key = f"tg-{uuid.uuid4().hex[:10]}"
-    await agents_store.create_agent(
-        pool, DEFAULT_TENANT, key, "Telegram agent", model=f"openai/{key}"
-    )
-    try:
-        yield key
-    finally:
-        await pool.execute(
-            "DELETE FROM agents WHERE tenant_id = $1 AND key = $2", DEFAULT_TENANT, key
-        )
 
 
 @pytest.fixture

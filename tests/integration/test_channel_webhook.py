@@ -13,12 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiohttp import web
 from clawbus_core.config import Endpoints
-from clawbus_core.store import agents as agents_store
-from clawbus_core.store.runs import DEFAULT_TENANT
 from clawbus_fakes.models import FakeModelServer, RecordedRequest, Reply
 from clawbus_fakes.telegram import FakeTelegramServer
 
@@ -76,28 +73,14 @@ async def telegram() -> AsyncIterator[FakeTelegramServer]:
 
 
 @pytest.fixture
-async def pool(endpoints: Endpoints) -> AsyncIterator[asyncpg.Pool]:
-    async with asyncpg.create_pool(endpoints.database_url, min_size=1, max_size=2) as p:
-        yield p
-
-
-@pytest.fixture
-async def agent(pool: asyncpg.Pool, fake_models: FakeModelServer) -> AsyncIterator[str]:
-    key = f"wh-{uuid.uuid4().hex[:10]}"
-    await agents_store.create_agent(
-        pool, DEFAULT_TENANT, key, "Webhook agent", model=f"openai/{key}"
-    )
+def echoing(agent: str, fake_models: FakeModelServer) -> str:
+    """The test's agent, answering `re: <what it was told>`."""
 
     def echo(request: RecordedRequest) -> Reply:
         return Reply(text=f"re: {request.last_user_text}")
 
-    fake_models.set_default(key, echo)
-    try:
-        yield key
-    finally:
-        await pool.execute(
-            "DELETE FROM agents WHERE tenant_id = $1 AND key = $2", DEFAULT_TENANT, key
-        )
+    fake_models.set_default(agent, echo)
+    return agent
 
 
 @pytest.fixture
@@ -107,9 +90,9 @@ async def system(
     fake_models: FakeModelServer,
     tmp_path: Path,
     telegram: FakeTelegramServer,
-    agent: str,
+    echoing: str,
 ) -> AsyncIterator[System]:
-    del agent  # deleted only after the bridge has stopped
+    del echoing  # the agent: deleted only after the bridge has stopped
     overrides = bridge_env(telegram) | {"CLAWBUS_NET_ALLOW": '["127.0.0.1"]'}
     async with start_system(
         endpoints, namespace, fake_models, tmp_path, bridges=1, overrides=overrides

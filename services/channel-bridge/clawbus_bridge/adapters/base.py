@@ -69,6 +69,14 @@ class ChannelFailure(Exception):
         self.retry_after_s = retry_after_s
 
 
+def bot_token(credentials: dict[str, Any]) -> str:
+    """The bot token of a chat app's credentials (`token`, or GoClaw's `botToken`)."""
+    token = credentials.get("token") or credentials.get("botToken")
+    if not isinstance(token, str) or not token:
+        raise ChannelFailure("credentials have no bot token (`token`)", permanent=True)
+    return token
+
+
 class SendFailure(Exception):
     """A chunk could not be sent. `permanent`: it never will (chat gone, bot blocked)."""
 

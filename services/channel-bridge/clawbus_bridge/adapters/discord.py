@@ -34,6 +34,7 @@ from clawbus_bridge.adapters.base import (
     Inbound,
     MediaRef,
     SendFailure,
+    bot_token,
 )
 from clawbus_bridge.format import DISCORD_LIMIT
 
@@ -52,9 +53,7 @@ class DiscordAdapter:
     limit = DISCORD_LIMIT
 
     def __init__(self, ctx: ChannelContext) -> None:
-        token = ctx.credentials.get("token") or ctx.credentials.get("botToken")
-        if not isinstance(token, str) or not token:
-            raise ChannelFailure("credentials have no bot token (`token`)", permanent=True)
+        token = bot_token(ctx.credentials)
         self.ctx = ctx
         self.token = token
         configured = ctx.channel.settings.get("channels") or []

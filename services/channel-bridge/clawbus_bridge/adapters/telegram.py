@@ -52,6 +52,7 @@ from clawbus_bridge.adapters.base import (
     Inbound,
     MediaRef,
     SendFailure,
+    bot_token,
 )
 from clawbus_bridge.format import TELEGRAM_LIMIT, telegram_html
 
@@ -71,9 +72,7 @@ class TelegramAdapter:
     limit = TELEGRAM_LIMIT
 
     def __init__(self, ctx: ChannelContext) -> None:
-        token = ctx.credentials.get("token") or ctx.credentials.get("botToken")
-        if not isinstance(token, str) or not token:
-            raise ChannelFailure("credentials have no bot token (`token`)", permanent=True)
+        token = bot_token(ctx.credentials)
         self.ctx = ctx
         self.bot = Bot(
             token,
