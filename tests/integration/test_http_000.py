@@ -437,7 +437,7 @@ async def test_deleting_a_session_with_a_running_run_is_a_conflict(
             assert r.status == 204
 
 
-# --- routes of services not built yet ---------------------------------------------------------
+# --- routes of services this deployment does not run ------------------------------------------
 
 
 @pytest.mark.parametrize(

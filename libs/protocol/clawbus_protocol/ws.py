@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from clawbus_protocol.channels import ChannelInfo, ChannelList
 from clawbus_protocol.errors import ErrorBody
+from clawbus_protocol.openclaw_browser import BrowserScreenshot
 from clawbus_protocol.runs import AbortResult, QueueMode, Usage
 
 MAX_KEY_CHARS = 256
@@ -178,6 +179,7 @@ MethodResult: TypeAlias = (
     | SystemStatus
     | ChannelList
     | ChannelInfo
+    | BrowserScreenshot
 )
 
 

@@ -33,6 +33,7 @@ from clawbus_runner.lanes import Delivery, Lanes
 from clawbus_runner.providers import Providers
 from clawbus_runner.settings import RunnerSettings
 from clawbus_runner.tool_service import ToolService
+from clawbus_runner.tools.browser import NAMES_EXTRA, NATS_EXTRA
 from clawbus_runner.toolset import build_tools
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class AgentRunner:
             providers=self.providers,
             tools=self.tools.registry,
             failover=ModelFailover(self.providers, catalog, RetryPolicy()),
+            tool_extras={NATS_EXTRA: self.nc, NAMES_EXTRA: self.names},  # the browser tools
         )
         self.lanes = Lanes(
             settings=self.settings,

@@ -50,8 +50,8 @@ from clawbus_protocol.errors import (
     InternalError,
     InvalidRequest,
     RateLimited,
-    ServiceUnavailable,
 )
+from clawbus_protocol.openclaw_browser import ScreenshotRequest
 from clawbus_protocol.runs import (
     AbortedEvent,
     AbortResult,
@@ -70,6 +70,7 @@ from pydantic import BaseModel, ValidationError
 from clawbus_gateway.broadcast import BROADCASTER, Listener
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS
 from clawbus_gateway.principal import Permission, principal, require
+from clawbus_gateway.routes import browser
 from clawbus_gateway.routes.channels import channel_info
 from clawbus_gateway.turns import openclaw_agent
 
@@ -190,14 +191,6 @@ def _session_info(s: sessions.SessionSummary) -> frames.SessionInfo:
         updated_at=s.updated_at,
         message_count=s.message_count,
         active_runs=s.active_runs,
-    )
-
-
-def _missing_service(service: str, what: str) -> ServiceUnavailable:
-    return ServiceUnavailable(
-        f"{what} are served by the {service} service, which this deployment does not run",
-        retryable=False,
-        service=service,
     )
 
 
@@ -553,8 +546,9 @@ class Connection:
         return channel_info(found)
 
     async def browser_screenshot(self, frame: RequestFrame) -> MethodResult:
-        _validate(frames.BrowserScreenshotParams, frame.params, "params")
-        raise _missing_service("browser-worker", "browser actions")
+        params = _validate(frames.BrowserScreenshotParams, frame.params, "params")
+        body = _validate(ScreenshotRequest, params.model_dump(exclude_none=True), "params")
+        return await browser.screenshot(self.runs, self.who, body)
 
     async def system_status(self, frame: RequestFrame) -> MethodResult:
         _validate(frames.NoParams, frame.params, "params")

@@ -1,0 +1,28 @@
+"""`clawbus browser-worker`: run one browser-worker replica until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from clawbus_core.logs import setup_logging
+
+from clawbus_browser.service import BrowserWorker
+from clawbus_browser.settings import BrowserSettings
+
+
+async def serve(settings: BrowserSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with BrowserWorker(settings) as worker:
+        await worker.serve(stop)
+
+
+def main() -> None:
+    settings = BrowserSettings()
+    setup_logging("browser-worker", settings.log_level)
+    from clawbus_core.loop import run
+
+    run(serve(settings))
