@@ -324,21 +324,17 @@ async def test_tools_without_a_runner_are_503_naming_it(
                 assert error["details"]["service"] == "agent-runner"
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "service"),
-    [
-        ("GET", "/api/cron", "scheduler"),
-        ("POST", "/api/cron/daily-report/run", "scheduler"),
-    ],
-)
-async def test_routes_of_missing_services_are_503_naming_them(
-    system: System, http: aiohttp.ClientSession, method: str, path: str, service: str
+async def test_cron_routes_answer_in_001s_envelope(
+    system: System, http: aiohttp.ClientSession
 ) -> None:
-    async with http.request(method, f"{system.url}{path}") as r:
-        assert r.status == 503
-        error = assert_001_error(await r.json(), "SERVICE_UNAVAILABLE")
-    assert error["details"]["service"] == service
-    assert service in error["message"]
+    # The scheduler's routes (tests/integration/test_scheduler.py has the rest).
+    async with http.get(f"{system.url}/api/cron") as r:
+        assert r.status == 200
+        assert await r.json() == {"ok": True, "jobs": []}
+    async with http.post(f"{system.url}/api/cron/daily-report/run") as r:
+        assert r.status == 404
+        error = assert_001_error(await r.json(), "NOT_FOUND")
+    assert "daily-report" in error["message"]
 
 
 # --- errors -----------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ ON_THE_CHANNEL = [
     "listPairings",
     "approvePairing",
 ]
+# Answered by the browser-worker, which this system does not run (503 by design).
+BROWSER_OPERATIONS = ("getBrowserStatus", "takeScreenshot", "navigateBrowser")
 # Operations that answer no 2xx here, although they document one, and why.
 NO_SUCCESS_EXPECTED = {
     "openControlChannel": "a WebSocket upgrade; schemathesis speaks plain HTTP (see test_ws)",
@@ -83,6 +85,10 @@ NO_SUCCESS_EXPECTED = {
     "deleteChannelInstance": "generated ids name no channel, the example's may be deleted",
     "receiveWebhook": "no channel-bridge runs here: 503, as documented (test_channel_webhook)",
     "approvePairing": "needs the code a sender was just given; no sender writes here",
+    "getMedia": "generated ids name no media of the tenant (test_browser_surfaces serves one)",
+    **dict.fromkeys(
+        BROWSER_OPERATIONS, "no browser-worker runs here: 503 as documented (test_browser_surfaces)"
+    ),
 }
 
 
@@ -137,7 +143,8 @@ def config_toml(document: dict[str, Any]) -> str:
     test's channel for the channel operations that keep it."""
     ops = list(operation_ids(document))
     # Answered by a service this system does not run (503 by design): no server-error check.
-    not_deployed = [op_id for _, op_id, op in ops if not succeeds(op)] + ["receiveWebhook"]
+    not_deployed = [op_id for _, op_id, op in ops if not succeeds(op)]
+    not_deployed += ["receiveWebhook", *BROWSER_OPERATIONS]
     runs = [op_id for _, op_id, op in ops if op["x-clawbus-permission"] == "chat"]
     return "\n".join(
         [

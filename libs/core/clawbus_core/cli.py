@@ -1,5 +1,5 @@
-"""The `clawbus` command: `up`, `migrate`, `gateway`, `agent-runner`, `channel-bridge`, `status`,
-`apikey`."""
+"""The `clawbus` command: `up`, `migrate`, `gateway`, `agent-runner`, `channel-bridge`,
+`browser-worker`, `status`, `apikey`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from clawbus_core.supervisor import ProcessSpec
 
-SERVICES = ("gateway", "agent-runner", "channel-bridge")
+SERVICES = ("gateway", "agent-runner", "channel-bridge", "browser-worker", "scheduler")
 
 
 def _parse_replicas(values: Sequence[str]) -> dict[str, int]:
@@ -64,6 +64,20 @@ def cmd_agent_runner(_: argparse.Namespace) -> int:
 
 def cmd_channel_bridge(_: argparse.Namespace) -> int:
     from clawbus_bridge.main import main
+
+    main()
+    return 0
+
+
+def cmd_scheduler(_: argparse.Namespace) -> int:
+    from clawbus_scheduler.main import main
+
+    main()
+    return 0
+
+
+def cmd_browser_worker(_: argparse.Namespace) -> int:
+    from clawbus_browser.main import main
 
     main()
     return 0
@@ -161,6 +175,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             ProcessSpec(name=f"channel-bridge-{i}", argv=[*cli, "channel-bridge"], env=env)
             for i in range(1, replicas["channel-bridge"] + 1)
         ]
+        specs += [
+            ProcessSpec(name=f"scheduler-{i}", argv=[*cli, "scheduler"], env=env)
+            for i in range(1, replicas["scheduler"] + 1)
+        ]
+        specs += _browser_workers(replicas["browser-worker"], cli, env)
         asyncio.run(_supervise(specs, settings.public_url, env["CLAWBUS_GATEWAY_TOKEN"]))
     finally:
         if infra is not None:
@@ -168,6 +187,22 @@ def cmd_up(args: argparse.Namespace) -> int:
             infra.stop()
     _say("stopped")
     return 0
+
+
+def _browser_workers(count: int, cli: list[str], env: dict[str, str]) -> list[ProcessSpec]:
+    """The browser-workers, if Chromium is installed where they look for it."""
+    from clawbus_browser.settings import BrowserSettings
+
+    from clawbus_core.supervisor import ProcessSpec
+
+    chromium = BrowserSettings().browser_chromium_path
+    if not chromium.exists():
+        _say(f"no Chromium at {chromium}: not starting the browser-worker (browser tools off)")
+        return []
+    return [
+        ProcessSpec(name=f"browser-worker-{i}", argv=[*cli, "browser-worker"], env=env)
+        for i in range(1, count + 1)
+    ]
 
 
 async def _supervise(specs: list[ProcessSpec], url: str, token: str) -> None:
@@ -222,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "channel-bridge", help="run one channel-bridge (Telegram, Discord, webhooks)"
     ).set_defaults(func=cmd_channel_bridge)
+    sub.add_parser(
+        "scheduler", help="run one scheduler (cron jobs and heartbeats; one replica leads)"
+    ).set_defaults(func=cmd_scheduler)
+    sub.add_parser(
+        "browser-worker", help="run one browser-worker (headless Chromium for agents)"
+    ).set_defaults(func=cmd_browser_worker)
     status = sub.add_parser("status", help="check the gateway, bus, database and cache")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(func=cmd_status)

@@ -78,6 +78,22 @@ class Names:
         holding that channel (only the holder subscribes)."""
         return f"{self.namespace}.channels.inbound.{channel_id}"
 
+    @property
+    def cron_changed_subject(self) -> str:
+        """A cron job was created, changed, enabled, disabled, deleted or asked to run now:
+        the scheduler's leader looks at the jobs again at once."""
+        return f"{self.namespace}.cron.changed"
+
+    @property
+    def browser_subject(self) -> str:
+        """Request/reply: browser operations, answered by any browser-worker replica."""
+        return f"{self.namespace}.browser.request"
+
+    def browser_worker_subject(self, worker_id: str) -> str:
+        """Request/reply: one browser-worker's own subject, where the replica that received a
+        call forwards it to the replica holding the call's page."""
+        return f"{self.namespace}.browser.worker.{worker_id}"
+
     # --- Redis ------------------------------------------------------------------------
     def run_events_key(self, run_id: UUID) -> str:
         """Capped stream of a run's events, for replay and gap filling."""
@@ -90,3 +106,7 @@ class Names:
     def gateway_channel(self, instance_id: str) -> str:
         """Pub/sub channel a gateway replica reads live events for its clients from."""
         return f"{self.namespace}:gw:{instance_id}"
+
+    def browser_holder_key(self, target_key: str) -> str:
+        """Which browser-worker holds a target's browser context (its worker id, with a TTL)."""
+        return f"{self.namespace}:browser:holder:{target_key}"

@@ -10,6 +10,8 @@ from clawbus_runner.embeddings import Embedder
 from clawbus_runner.settings import RunnerSettings
 from clawbus_runner.skills import SkillTool
 from clawbus_runner.tools import ToolRegistry
+from clawbus_runner.tools.browser import browser_tools
+from clawbus_runner.tools.cron import CronTool
 from clawbus_runner.tools.memory import memory_tools
 from clawbus_runner.tools.web import WebFetchTool
 from clawbus_runner.tools.workspace import workspace_tools
@@ -34,5 +36,6 @@ def build_tools(settings: RunnerSettings) -> Toolset:
     memory = memory_tools(embedder)
     replaced = {tool.spec.name for tool in memory}
     files = [tool for tool in workspace_tools() if tool.spec.name not in replaced]
-    registry = ToolRegistry([*files, *memory, web, SkillTool()])
+    registry = ToolRegistry([*files, *memory, web, SkillTool(), *browser_tools()])
+    registry.register(CronTool())
     return Toolset(registry=registry, web=web, embedder=embedder)

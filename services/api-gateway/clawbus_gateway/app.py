@@ -21,12 +21,14 @@ from clawbus_gateway.ratelimit import RateLimits, stamp_headers
 from clawbus_gateway.routes import (
     agent,
     api,
+    browser,
     channels,
+    cron,
     health,
+    media,
     openai,
     responses,
     runs,
-    services,
     sessions,
 )
 from clawbus_gateway.routes import api_v1 as v1
@@ -83,7 +85,9 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.add_routes(api.routes)
     app.cleanup_ctx.append(channels.secrets)
     app.add_routes(channels.routes)
-    app.add_routes(services.routes)
+    app.add_routes(cron.routes)
+    app.add_routes(browser.routes)
+    app.add_routes(media.routes)
     app.add_routes(responses.routes)
     app.add_routes(ws_routes.routes)
     app.add_routes(docs_routes.routes)

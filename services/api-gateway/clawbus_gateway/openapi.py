@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
-from clawbus_protocol import __version__, channels
+from clawbus_protocol import __version__, channels, cron
 from clawbus_protocol import errors as clawbus_errors
 from clawbus_protocol import openclaw_api as oc001
+from clawbus_protocol import openclaw_browser as ocb
 from clawbus_protocol import openclaw_http as oc000
 from clawbus_protocol import openclaw_v1 as oc002
 from clawbus_protocol.config import ConfigDocument, ConfigOverrides
@@ -219,6 +220,7 @@ RESUME = (
     Param("runId", "query", {"type": "string"}, "The run to resume, as x-clawbus-run-id"),
 )
 CHANNEL_ID = Param("id", "path", {"type": "string"}, "The channel's name", "telegram")
+_JOB_REF = {"type": "string", "minLength": 1, "maxLength": 100}
 INSTANCE_ID = Param("id", "path", {"type": "string"}, "The channel's name or uuid", "telegram")
 RUN_ID = Param(
     "run_id",
@@ -236,6 +238,7 @@ OC000 = "OpenClaw 000"
 OC001 = "OpenClaw 001"
 OC002 = "OpenClaw 002"
 GOCLAW = "GoClaw 004"
+CLAWGO = "clawgo 003"
 CLAWBUS = "clawbus"
 DOCS = "Docs"
 
@@ -245,6 +248,7 @@ TAGS = {
     OC001: "OpenClaw's second HTTP API, under /api, and the /ws control channel",
     OC002: "OpenClaw's REST API v1, under /api/v1",
     GOCLAW: "GoClaw's management API: channel instances",
+    CLAWGO: "clawgo's gateway API (003): cron actions",
     CLAWBUS: "clawbus's own routes: health, run control, channel pairing",
     DOCS: "This document and Swagger UI",
 }
@@ -280,32 +284,11 @@ _CHAT_V1_EVENTS = (
 
 _RUN_ERRORS = frozenset({404, 409})  # 404: no such agent, model or run; 409: run aborted
 _REPLAYED = "; a retry (same Idempotency-Key) of a finished run gets its answer as JSON"
-_NOT_RUNNING = (
-    "Answers 503 service_unavailable naming the missing service (`details.service`) until "
-    "that service is deployed; the permission is checked first."
+_NO_BROWSER = "No browser-worker is running (`details.service` names it); retry later"
+_PROFILE = (
+    "The page is the tenant's browser context for `profile` (default `default`), so "
+    "/v1/browser/navigate and /v1/browser/screenshot see the same page."
 )
-
-
-def _unavailable(
-    method: Literal["GET", "POST"],
-    path: str,
-    operation_id: str,
-    summary: str,
-    *,
-    access: Permission,
-    params: tuple[Param, ...] = (),
-) -> Operation:
-    return Operation(
-        method,
-        path,
-        operation_id,
-        summary,
-        OC001 if path.startswith("/api/") else OC000,
-        access,
-        {},
-        params=params,
-        description=_NOT_RUNNING,
-    )
 
 
 def _control_channel(path: str, operation_id: str, tag: str) -> Operation:
@@ -443,14 +426,39 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Reply("The channel", (Json(channels.ChannelInfo),))},
         params=(CHANNEL_ID,),
     ),
-    _unavailable(
-        "GET", "/v1/browser/status", "getBrowserStatus", "Browser status", access="browser"
+    Operation(
+        "GET", "/v1/browser/status", "getBrowserStatus", "Browser status", OC000, "browser",
+        {200: Reply("The browser-worker that answered", (Json(ocb.BrowserStatus),)),
+         503: Reply(_NO_BROWSER, (Json(),))},
     ),
-    _unavailable(
-        "POST", "/v1/browser/screenshot", "takeScreenshot", "Screenshot a page", access="browser"
+    Operation(
+        "POST", "/v1/browser/screenshot", "takeScreenshot", "Screenshot a page", OC000,
+        "browser",
+        {200: Reply("Stored as media of the tenant; `url` serves it",
+                    (Json(ocb.BrowserScreenshot),)),
+         503: Reply(_NO_BROWSER, (Json(),))},
+        request=ocb.ScreenshotRequest, example={"selector": "body", "fullPage": True},
+        errors=frozenset({404}),  # no element matches the selector
+        description=_PROFILE,
     ),
-    _unavailable(
-        "POST", "/v1/browser/navigate", "navigateBrowser", "Open a page", access="browser"
+    Operation(
+        "POST", "/v1/browser/navigate", "navigateBrowser", "Open a page", OC000, "browser",
+        {200: Reply("The page it ended on", (Json(ocb.BrowserPage),)),
+         503: Reply(_NO_BROWSER, (Json(),))},
+        request=ocb.NavigateRequest,
+        example={"url": "https://example.com", "profile": "default"},
+        description=_PROFILE,
+    ),
+    Operation(
+        "GET", "/v1/media/{media_id}", "getMedia", "A stored media item's bytes", CLAWBUS, None,
+        {200: Reply("The bytes, with the item's mime type", (Text("*/*"),))},
+        params=(Param("media_id", "path", {"type": "string"},
+                      "The media's id (a screenshot's `mediaId`)",
+                      "00000000-0000-4000-8000-000000000000"),),
+        description=(
+            "Only the caller's tenant's media; any other id is 404. Served with "
+            "`X-Content-Type-Options: nosniff` and a sandboxing Content-Security-Policy."
+        ),
     ),
     # --- OpenClaw 001 ---
     _control_channel("/ws", "openWebSocket", OC001),
@@ -500,10 +508,36 @@ OPERATIONS: tuple[Operation, ...] = (
         request=oc001.InvokeTool, example={"params": {}},
         params=(Param("name", "path", _AGENT, "The tool's name", "web_fetch"),),
     ),
-    _unavailable("GET", "/api/cron", "listCronJobs", "List scheduled jobs", access="cron"),
-    _unavailable(
-        "POST", "/api/cron/{job_id}/run", "runCronJob", "Run a scheduled job now",
-        access="cron", params=(Param("job_id", "path", {"type": "string"}, "The job", "daily"),),
+    Operation(
+        "GET", "/api/cron", "listCronJobs", "Cron jobs, or one with its latest firings", OC001,
+        "cron",
+        {200: Reply("`{ok, jobs}`; with `?id=`, `{ok, job, runs}` (003's single-job answer)",
+                    (Json(cron.CronListing),))},
+        params=(Param("id", "query", _JOB_REF, "One job (its id or name), with its firings"),),
+        errors=frozenset({404}),  # ?id= names no job
+        description="001's list and 003's list and single-job read, in 003's envelope.",
+    ),
+    Operation(
+        "POST", "/api/cron", "cronAction",
+        "Create, update, delete, enable, disable, get or list cron jobs", CLAWGO, "cron",
+        {200: Reply("`{ok, result}`: the job; the jobs (list); or what was deleted",
+                    (Json(cron.CronResult),))},
+        request=cron.CronRequest,
+        example={"action": "create", "name": "daily-check", "message": "Run daily check",
+                 "expr": "0 9 * * *", "deliver": False, "channel": "", "to": ""},
+        params=(Param("id", "query", _JOB_REF, "The job (id or name) when the body has none"),),
+        errors=frozenset({404, 409}),  # no such job, agent or channel; the name is taken
+        description=(
+            "003's actions. The schedule is `expr` (+ `tz`), `everyMs` or `atMs` (legacy "
+            "`kind`), flat or as `schedule`; delivery is `deliver` + `channel` + `to`, or "
+            "`delivery` {mode none|channel|webhook}. The scheduler service fires the jobs."
+        ),
+    ),
+    Operation(
+        "POST", "/api/cron/{job_id}/run", "runCronJob", "Run a cron job now", OC001, "cron",
+        {200: Reply("The firing, recorded; the scheduler's leader starts its run",
+                    (Json(cron.CronRunStarted),))},
+        params=(Param("job_id", "path", _JOB_REF, "The job's id or name", "daily-check"),),
     ),
     Operation(
         "GET", "/api/config", "getConfig", "The effective configuration", OC001, "config",

@@ -4,7 +4,7 @@
 Thin adapters over the same services as every other surface: the session store, the run
 service, and the agent-runners' tool service (asked over the bus, see clawbus_runner.
 tool_service, which enforces the HTTP tool policy). /api/channels is routes/channels.py,
-/api/config routes/config.py; /api/cron belongs to the scheduler (routes/services.py). Errors
+/api/config routes/config.py, /api/cron routes/cron.py. Errors
 leave in 001's envelope (clawbus_gateway.errors).
 
 - A session's `id` is its session key; `userId` is the peer of a direct-message session.

@@ -1,0 +1,1 @@
+"""clawbus scheduler: cron jobs and heartbeats, fired exactly once by one leader replica."""

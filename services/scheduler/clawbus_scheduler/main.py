@@ -1,0 +1,28 @@
+"""`clawbus scheduler`: run one scheduler replica until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from clawbus_core.logs import setup_logging
+
+from clawbus_scheduler.service import Scheduler
+from clawbus_scheduler.settings import SchedulerSettings
+
+
+async def serve(settings: SchedulerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Scheduler(settings) as scheduler:
+        await scheduler.serve(stop)
+
+
+def main() -> None:
+    settings = SchedulerSettings()
+    setup_logging("scheduler", settings.log_level)
+    from clawbus_core.loop import run
+
+    run(serve(settings))
