@@ -38,6 +38,7 @@ from clawbus_protocol.runs import ToolCallEvent, ToolResultEvent
 from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
+from tests.integration.test_browser_worker import png_pixels
 from tests.system import System, patched_env, start_system
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,7 +50,10 @@ PAGE = f"""<!doctype html>
   <h1>Browser surfaces</h1>
   <p id="status">{BEFORE}</p>
   <button onclick="document.getElementById('status').textContent = '{AFTER}'">Press me</button>
+  <div id="swatch" style="position: absolute; left: 10px; top: 300px;
+       width: 40px; height: 30px; background: rgb(30, 144, 255)"></div>
 </body></html>"""
+SWATCH = (30, 144, 255)
 STATUS_JS = "document.getElementById('status').textContent"
 # The snapshot outline names the button with its ref: `- button "Press me" [ref=e12]`.
 BUTTON_REF = re.compile(r'button "Press me" \[ref=(e[0-9]+)\]')
@@ -187,6 +191,16 @@ async def test_the_000_browser_examples_and_the_screenshot_as_media(
             image = await r.read()
         assert image.startswith(PNG_MAGIC)
         assert len(image) == shot["size"]
+
+        # An element's screenshot: a PNG whose every pixel is the element's colour.
+        async with http.post(f"{url}/v1/browser/screenshot", json={"selector": "#swatch"}) as r:
+            assert r.status == 200, await r.text()
+            swatch = await r.json()
+        assert (swatch["width"], swatch["height"]) == (40, 30)
+        async with http.get(f"{url}{swatch['url']}") as r:
+            width, height, pixels = png_pixels(await r.read())
+        assert (width, height) == (40, 30)
+        assert set(pixels) == {SWATCH}
 
         # A destination the deployment does not open: the worker's refusal, passed through.
         async with http.post(
