@@ -31,6 +31,7 @@ from clawbus_protocol.errors import InvalidRequest
 from yarl import URL
 
 from clawbus_core.cron import ActiveHours, Schedule, from_ms, parse_instant, to_ms, whole_ms
+from clawbus_core.db import refuse_unstorable
 from clawbus_core.sessionkeys import normalize_agent_id
 from clawbus_core.store.cron import (
     Delivery,
@@ -177,20 +178,9 @@ def _heartbeat(fields: CronJobFields, existing: Job | None) -> Heartbeat | None:
     return Heartbeat(window=window, ack_max_chars=given.ack_max_chars)
 
 
-def _refuse_nul(value: object, path: str = "") -> None:
-    """Postgres text and jsonb cannot hold NUL: refuse it in any field, naming the field."""
-    if isinstance(value, str) and "\x00" in value:
-        raise InvalidRequest(
-            f"{path}: contains a NUL character, which cannot be stored", param=path
-        )
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_nul(item, f"{path}.{key}" if path else str(key))
-
-
 def spec_from(fields: CronJobFields, *, existing: Job | None, now: datetime) -> Written:
     """The job `fields` describe: a new one (`existing` None) or `existing` changed."""
-    _refuse_nul(fields.model_dump(exclude_none=True, by_alias=True))
+    refuse_unstorable(fields.model_dump(exclude_none=True, by_alias=True))
     old = existing.spec if existing is not None else None
     payload = fields.payload
     heartbeat = _heartbeat(fields, existing)

@@ -10,6 +10,7 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from asyncpg import Pool
+from clawbus_protocol.errors import InvalidRequest
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -59,3 +60,29 @@ def migrate(url: str, revision: str = "head") -> None:
 
 def current_revision(url: str) -> Any:
     return command.current(alembic_config(url))
+
+
+def refuse_unstorable(value: object, path: str = "") -> None:
+    """InvalidRequest naming the field if `value` (a JSON-like tree, keys included) holds
+    what Postgres text and jsonb cannot store: NUL, or a lone UTF-16 surrogate."""
+    if isinstance(value, str):
+        problem = None
+        if "\x00" in value:
+            problem = "a NUL character"
+        else:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                problem = "an unpaired surrogate (not valid Unicode)"
+        if problem is not None:
+            where = path or "(body)"
+            raise InvalidRequest(
+                f"{where}: contains {problem}, which cannot be stored", param=path or None
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_unstorable(key, f"{path}.<key>" if path else "<key>")
+            refuse_unstorable(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            refuse_unstorable(item, f"{path}.{i}" if path else str(i))

@@ -21,7 +21,7 @@ from uuid import UUID
 import asyncpg
 from clawbus_protocol.errors import Conflict, InvalidRequest, NotFound
 
-from clawbus_core.db import Pool
+from clawbus_core.db import Pool, refuse_unstorable
 from clawbus_core.secrets import SecretBox
 
 ChannelType = Literal["telegram", "discord", "webhook"]
@@ -131,6 +131,7 @@ def _check_new(
                 f"allowFrom entries must be numeric user ids, not {sender!r}",
                 param=f"allowFrom.{i}",
             )
+    refuse_unstorable(dict(settings), "config")
     if len(json.dumps(settings)) > 64_000:
         raise InvalidRequest("settings are larger than 64 000 characters", param="settings")
 
