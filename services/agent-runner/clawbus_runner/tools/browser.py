@@ -16,6 +16,7 @@ come from `ToolContext.extras` (`nats`, `names`), which the agent-runner fills.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
@@ -77,17 +78,17 @@ def _call(model: type[M], args: Mapping[str, Any], fields: Mapping[str, str], **
         raise ToolError(f"invalid argument {names.get(field, field)}: {first['msg']}") from None
 
 
-class _BrowserTool(Generic[R]):
+class _BrowserTool(ABC, Generic[R]):
     """One browser call per use: `op` builds it, `render` says what came back."""
 
     spec: ToolSpec
     expect: type[R]
 
-    def op(self, target: BrowserTarget, args: Mapping[str, Any]) -> BrowserOp:
-        raise NotImplementedError
+    @abstractmethod
+    def op(self, target: BrowserTarget, args: Mapping[str, Any]) -> BrowserOp: ...
 
-    def render(self, result: R) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def render(self, result: R) -> str: ...
 
     async def run(self, ctx: ToolContext, args: dict[str, Any]) -> str:
         nc, names = ctx.extras.get(NATS_EXTRA), ctx.extras.get(NAMES_EXTRA)
