@@ -93,6 +93,23 @@ async def create_channel(
     return created  # type: ignore[no-any-return]
 
 
+async def polled_channel(
+    http: aiohttp.ClientSession,
+    system: System,
+    telegram: FakeTelegramServer,
+    agent: str,
+    username: str,
+    **fields: Any,
+) -> str:
+    """A bot on the fake, its channel created through the API, its first long poll held by a
+    bridge: the bot's token."""
+    token = new_token()
+    telegram.add_bot(token, username)
+    await create_channel(http, system, agent, token, **fields)
+    await telegram.wait_polling(token, timeout_s=15)
+    return token
+
+
 async def channel_status(
     http: aiohttp.ClientSession, system: System, name: str = "telegram"
 ) -> Any:
@@ -113,15 +130,14 @@ async def test_a_paired_dm_reaches_the_agent_and_a_long_reply_arrives_in_three_p
     agent: str,
     db: asyncpg.Connection,
 ) -> None:
-    token = new_token()
-    telegram.add_bot(token, "clawbus_test_bot")
     paragraphs = [f"Part {n}: " + ("lorem ipsum " * 250).strip() + "." for n in range(3)]
     long_reply = "\n\n".join(paragraphs)
     assert 9000 <= len(long_reply) <= 9400
     fake_models.script(agent, Reply(text="Hello Alice, nice to meet you."), Reply(text=long_reply))
     async with aiohttp.ClientSession() as http:
-        await create_channel(http, system, agent, token, allow_from=["1001"])  # Alice
-        await telegram.wait_polling(token, timeout_s=15)
+        token = await polled_channel(
+            http, system, telegram, agent, "clawbus_test_bot", allow_from=["1001"]
+        )  # Alice
         info = await channel_status(http, system)
         assert info["status"] == "connected"
         assert info["botUsername"] == "@clawbus_test_bot"
@@ -165,12 +181,11 @@ async def test_a_paired_dm_reaches_the_agent_and_a_long_reply_arrives_in_three_p
 async def test_an_unknown_sender_gets_a_code_and_reaches_the_agent_after_approval(
     system: System, telegram: FakeTelegramServer, fake_models: FakeModelServer, agent: str
 ) -> None:
-    token = new_token()
-    telegram.add_bot(token, "pairing_bot")
     fake_models.script(agent, Reply(text="Welcome, Bob."))
     async with aiohttp.ClientSession() as http:
-        await create_channel(http, system, agent, token)  # dmPolicy: pairing (the default)
-        await telegram.wait_polling(token, timeout_s=15)
+        token = await polled_channel(
+            http, system, telegram, agent, "pairing_bot"
+        )  # dmPolicy: pairing (the default)
 
         telegram.private_message(token, "let me in", user=BOB)
         [code_message] = await telegram.wait_sent(token, 1, timeout_s=20)
@@ -211,8 +226,6 @@ async def test_an_unknown_sender_gets_a_code_and_reaches_the_agent_after_approva
 async def test_allowlist_groups_and_session_events(
     system: System, telegram: FakeTelegramServer, fake_models: FakeModelServer, agent: str
 ) -> None:
-    token = new_token()
-    telegram.add_bot(token, "group_bot")
     fake_models.set_default(agent, Reply(text="ok"))
     group_session = f"agent:{agent}:telegram:group:{TEST_GROUP.id}"
     async with (
@@ -220,8 +233,9 @@ async def test_allowlist_groups_and_session_events(
         websockets_client(system.url, auth(system)) as watcher,
     ):
         await watcher.call("subscribe", {"all": True})
-        await create_channel(http, system, agent, token, dm_policy="allowlist", allow_from=["1001"])
-        await telegram.wait_polling(token, timeout_s=15)
+        token = await polled_channel(
+            http, system, telegram, agent, "group_bot", dm_policy="allowlist", allow_from=["1001"]
+        )
         telegram.private_message(token, "not on the list", user=CAROL)
         telegram.group_message(token, "chatting among ourselves", user=CAROL)
         telegram.group_message(token, "what is 2+2?", user=CAROL, mention=True)
@@ -255,12 +269,9 @@ async def test_photos_and_documents_reach_the_agent_as_media(
     agent: str,
     db: asyncpg.Connection,
 ) -> None:
-    token = new_token()
-    telegram.add_bot(token, "media_bot")
     fake_models.set_default(agent, Reply(text="got it"))
     async with aiohttp.ClientSession() as http:
-        await create_channel(http, system, agent, token, dm_policy="open")
-        await telegram.wait_polling(token, timeout_s=15)
+        token = await polled_channel(http, system, telegram, agent, "media_bot", dm_policy="open")
         telegram.photo_message(token, b"\xff\xd8fake-jpeg", caption="look at this")
         telegram.document_message(
             token, b"line one\nline two\n", file_name="notes.txt", mime_type="text/plain"
@@ -326,12 +337,9 @@ async def test_channels_from_config_are_created_when_a_bridge_starts(
 async def test_disable_stops_polling_and_enable_resumes(
     system: System, telegram: FakeTelegramServer, fake_models: FakeModelServer, agent: str
 ) -> None:
-    token = new_token()
-    telegram.add_bot(token, "switch_bot")
     fake_models.set_default(agent, Reply(text="back"))
     async with aiohttp.ClientSession() as http:
-        await create_channel(http, system, agent, token, dm_policy="open")
-        await telegram.wait_polling(token, timeout_s=15)
+        token = await polled_channel(http, system, telegram, agent, "switch_bot", dm_policy="open")
         status, disabled = await api(http, system, "POST", "/v1/channels/telegram/disable")
         assert status == 200 and disabled["status"] == "disabled" and not disabled["enabled"]
         await telegram.wait_for(lambda: telegram.active_pollers(token) == 0, 10, "no poller")
@@ -385,12 +393,9 @@ async def test_bad_credentials_show_an_error_without_hammering(
 async def test_a_failed_run_is_told_to_the_chat(
     system: System, telegram: FakeTelegramServer, fake_models: FakeModelServer, agent: str
 ) -> None:
-    token = new_token()
-    telegram.add_bot(token, "failing_bot")
     fake_models.script(agent, Reply(status=400))  # not retryable: the run fails at once
     async with aiohttp.ClientSession() as http:
-        await create_channel(http, system, agent, token, dm_policy="open")
-        await telegram.wait_polling(token, timeout_s=15)
+        token = await polled_channel(http, system, telegram, agent, "failing_bot", dm_policy="open")
         telegram.private_message(token, "this will fail")
         [sent] = await telegram.wait_sent(token, 1, timeout_s=20)
     assert (

@@ -34,10 +34,7 @@ the client resumes), the per-session replay buffer (`replay`), stored messages a
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterable, Iterator, Sequence
-from types import TracebackType
-from typing import Self
 
 from aiohttp import web
 
@@ -67,6 +64,7 @@ from clawbus_fakes._discord_wire import (
     timestamp,
 )
 from clawbus_fakes._discord_world import BotRef, StoredMessage, World
+from clawbus_fakes._serve import Served, http_url, serve
 
 __all__ = [
     "GUILDS",
@@ -87,7 +85,7 @@ __all__ = [
 ]
 
 
-class FakeDiscord:
+class FakeDiscord(Served):
     """Async context manager serving Discord's REST API and Gateway on `host` (free port if 0).
 
     Scripting methods take a bot as its `FakeBot` or its token. Users' messages return the
@@ -157,21 +155,8 @@ class FakeDiscord:
         app = web.Application(client_max_size=self._max_body, middlewares=[middleware])
         rest.add_routes(app)
         app.router.add_get("/gateway", self._gateway.handle)
-        # Bind first (it may fail: port in use) so nothing is left to clean up if it does.
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-        try:
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self.port = sock.getsockname()[1]
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self._world.url = f"http://{host}:{self.port}"
-        self._runner = runner
+        self._runner, self.port = await serve(app, self.host, self.port)
+        self._world.url = http_url(self.host, self.port)
 
     async def stop(self) -> None:
         """Refuse new gateway handshakes, close every connection (1001: a client still running
@@ -187,18 +172,6 @@ class FakeDiscord:
                 lambda: not self._gateway.connections, self._close_timeout + 1.0, "close"
             )
         await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- scripting: the world
 

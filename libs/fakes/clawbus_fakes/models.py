@@ -22,18 +22,17 @@ import json
 import math
 import re
 import signal
-import socket
 import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeGuard
+from typing import Any, Final, Literal, TypeGuard
 
 from aiohttp import web
 
 from clawbus_fakes import _anthropic_wire, _openai_wire
+from clawbus_fakes._serve import Served, http_url, serve
 from clawbus_fakes._wire import CONTENT, TERMINAL, Events, Plan, ToolPlan, encode_json
 
 __all__ = [
@@ -247,7 +246,7 @@ def _json_response(
 # --------------------------------------------------------------------------- server
 
 
-class FakeModelServer:
+class FakeModelServer(Served):
     """Async context manager serving both wires on `host` (a free port when `port` is 0).
 
     `delay_s` / `chunk_delay_s` apply to the built-in echo reply; `models` are advertised by
@@ -278,8 +277,7 @@ class FakeModelServer:
     def url(self) -> str:
         if self._runner is None:
             raise RuntimeError("FakeModelServer is not started")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     # -- scripting
 
@@ -310,37 +308,12 @@ class FakeModelServer:
         app.router.add_post("/v1/messages", self._handle_anthropic)
         app.router.add_post("/v1/embeddings", self._handle_embeddings)
         app.router.add_get("/v1/models", self._handle_models)
-        # Bind first (it may fail: port in use) so nothing is left to clean up if it does.
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family)
-        # No access log and a short shutdown grace: this is a test double and a latency baseline.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-        try:
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self.port = sock.getsockname()[1]
-        self._runner = runner
+        self._runner, self.port = await serve(app, self.host, self.port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- handlers
 

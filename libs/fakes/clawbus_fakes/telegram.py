@@ -44,16 +44,15 @@ import asyncio
 import contextlib
 import copy
 import mimetypes
-import socket
 from collections import deque
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 
 import aiohttp
 from aiohttp import web
 
 from clawbus_fakes import _telegram_markup as markup
+from clawbus_fakes._serve import Served, http_url, serve
 from clawbus_fakes._telegram_api import BotApi, Handler, commands_key, read_params
 from clawbus_fakes._telegram_state import (
     ALICE,
@@ -122,7 +121,7 @@ def _caption_fields(caption: str | None) -> dict[str, Any]:
     return fields
 
 
-class FakeTelegramServer:
+class FakeTelegramServer(Served):
     """Async context manager serving the Bot API for any number of bots on `host`.
 
     Scripting methods are plain (synchronous) and must be called on the event loop the server
@@ -150,8 +149,7 @@ class FakeTelegramServer:
     def url(self) -> str:
         if self._runner is None:
             raise RuntimeError("FakeTelegramServer is not started")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     @property
     def base_url(self) -> str:
@@ -174,25 +172,8 @@ class FakeTelegramServer:
         app.router.add_route("POST", "/bot{token}/{method}", self._handle_api)
         app.router.add_route("GET", "/file/bot{token}/{file_path:.+}", self._handle_file)
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family)
         # handler_cancellation: a poller that hangs up stops counting as an active poller.
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=0.5,
-            handler_cancellation=True,
-        )
-        try:
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self.port = sock.getsockname()[1]
-        self._runner = runner
+        self._runner, self.port = await serve(app, self.host, self.port, handler_cancellation=True)
 
     async def stop(self) -> None:
         """Stop serving; held long polls are answered (with no updates) at once."""
@@ -204,18 +185,6 @@ class FakeTelegramServer:
             if bot.poller is not None:
                 bot.poller.wakeup.set()
         await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- bots and chats
 

@@ -93,7 +93,7 @@ class SocksProxy:
                 writer.write(bytes([_VERSION, reply.code, 0, _IPV4, 0, 0, 0, 0, 0, 0]))
                 await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            pass  # the browser went away mid-handshake, or took too long
+            return  # the browser went away mid-handshake, or took too long: nothing to answer
         finally:
             self._connections.discard(task)
             for w in (writer, upstream):
