@@ -432,7 +432,7 @@ async def test_the_browser_client_names_silence_strange_answers_and_errors(
 
     try:
         await nc.subscribe(names.browser_subject, "browser-workers", cb=respond)
-        await nc.flush()
+        await bus.settle(nc)
         with pytest.raises(Timeout) as silent:
             await call_browser(nc, names, StatusCall(), timeout_s=0.5, expect=StatusResult)
         assert silent.value.info.details["service"] == "browser-worker"

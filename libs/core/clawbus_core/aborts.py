@@ -18,6 +18,7 @@ from clawbus_protocol.names import Names
 from clawbus_protocol.runs import AbortedEvent, AbortNotice
 from nats.aio.client import Client as NatsClient
 
+from clawbus_core import bus
 from clawbus_core.db import Pool
 from clawbus_core.events import Redis, RunEventWriter
 
@@ -76,5 +77,5 @@ async def request_abort(
     if running:
         notice_abort = AbortNotice(run_ids=running, reason=reason)
         await nc.publish(names.runs_abort_subject, notice_abort.model_dump_json().encode())
-    await nc.flush()
+    await bus.settle(nc)
     return AbortResult(run_ids=[r["id"] for r in hit], queued=[r["id"] for r in queued])

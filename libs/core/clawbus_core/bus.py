@@ -26,13 +26,16 @@ log = logging.getLogger(__name__)
 
 
 async def connect(url: str, *, name: str) -> NatsClient:
+    nc: NatsClient | None = None  # set before any callback can run
+
     async def _disconnected() -> None:
-        log.warning("nats disconnected; reconnecting")
+        if nc is not None and not nc.is_closed:  # a close of our own also reports one
+            log.warning("nats disconnected; reconnecting")
 
     async def _reconnected() -> None:
         log.info("nats reconnected")
 
-    nc: NatsClient = await nats.connect(
+    nc = await nats.connect(
         url,
         name=name,
         max_reconnect_attempts=-1,
@@ -41,6 +44,20 @@ async def connect(url: str, *, name: str) -> NatsClient:
         reconnected_cb=_reconnected,
     )
     return nc
+
+
+async def settle(nc: NatsClient) -> None:
+    """Return once the server has everything this client sent before the call (its SUBs and
+    PUBs), so that a subscription is reachable from every other connection afterwards.
+
+    nats-py's `flush()` alone does not promise that: it writes its PING straight to the
+    socket while commands queued before it wait for the flusher task, so the PONG can come
+    back before the server has seen them. Waiting for that first PONG lets the flusher run
+    (it was woken when the commands were queued); the second PING then follows them on the
+    wire, and its PONG means they were processed.
+    """
+    await nc.flush()
+    await nc.flush()
 
 
 async def ensure_runs_stream(

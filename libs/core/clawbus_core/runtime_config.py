@@ -39,6 +39,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
+from clawbus_core import bus
 from clawbus_core.db import Pool
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ async def announce(nc: NatsClient, names: Names, stored: StoredConfig) -> None:
     notice = ConfigChanged(version=stored.version, updated_by=stored.updated_by or "")
     try:
         await nc.publish(names.config_subject, notice.model_dump_json().encode())
-        await nc.flush()
+        await bus.settle(nc)
     except (NatsError, TimeoutError) as exc:
         log.warning("could not announce config version %d: %r", stored.version, exc)
 
@@ -249,7 +250,7 @@ class RuntimeConfigFollower:
     async def __aenter__(self) -> RuntimeConfigFollower:
         # Subscribed before the first read: a change is either read now or heard later.
         self._subscription = await self.nc.subscribe(self.names.config_subject, cb=self._heard)
-        await self.nc.flush()
+        await bus.settle(self.nc)
         try:
             await self.refresh()
         except BaseException:

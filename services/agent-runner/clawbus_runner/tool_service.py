@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import redis.asyncio as aioredis
+from clawbus_core import bus
 from clawbus_core.db import Pool
 from clawbus_core.store import agents as agents_store
 from clawbus_protocol.errors import (
@@ -79,6 +80,7 @@ class ToolService:
             await nc.subscribe(self.names.tools_list_subject, QUEUE_GROUP, cb=self._on_list),
             await nc.subscribe(self.names.tools_invoke_subject, QUEUE_GROUP, cb=self._on_invoke),
         ]
+        await bus.settle(nc)
 
     async def stop(self) -> None:
         for sub in self._subscriptions:

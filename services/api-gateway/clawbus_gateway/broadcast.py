@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from aiohttp import WSCloseCode, web
+from clawbus_core import bus
 from clawbus_core.session_events import NatsEventPublisher, SessionAnnouncer
 from clawbus_protocol.names import Names
 from clawbus_protocol.ws import SessionEvent, SessionEventNotice
@@ -71,7 +72,7 @@ class Broadcaster:
 
     async def start(self) -> None:
         self._subscription = await self.nc.subscribe(self.subject, cb=self._receive)
-        await self.nc.flush()  # subscribed at the server before the first client arrives
+        await bus.settle(self.nc)  # subscribed at the server before the first client arrives
 
     async def stop(self) -> None:
         if self._subscription is not None:

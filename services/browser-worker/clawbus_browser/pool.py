@@ -138,9 +138,10 @@ class BrowserPool:
             with contextlib.suppress(Exception):
                 await self._retire(slot)
         await asyncio.gather(*self._retiring.values(), return_exceptions=True)
-        if self._browser is not None:
+        browser, self._browser = self._browser, None  # closing it is not a crash
+        if browser is not None:
             with contextlib.suppress(PlaywrightError):
-                await self._browser.close()
+                await browser.close()
         if self._playwright is not None:
             await self._playwright.stop()
 

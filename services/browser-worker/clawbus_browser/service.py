@@ -121,7 +121,7 @@ class BrowserWorker:
                     self.names.browser_worker_subject(self.worker_id), cb=self._direct
                 ),
             ]
-            await self.nc.flush()  # subscribed at the server: ready means reachable
+            await bus.settle(self.nc)  # subscribed at the server: ready means reachable
         except BaseException:
             await stack.aclose()
             raise

@@ -70,6 +70,7 @@ class ChannelBridge:
         await self.relay.start()
         await self._apply_config()
         await self.nc.subscribe(self.names.channels_changed_subject, cb=self._changed)
+        await bus.settle(self.nc)
         await self.reconcile()
         self._reconciler = asyncio.create_task(self._reconcile_loop(), name="reconcile")
         log.info("channel-bridge %s ready: %d channels", s.bridge_id, len(self.workers))

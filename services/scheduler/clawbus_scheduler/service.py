@@ -73,6 +73,7 @@ class Scheduler:
         self.firings = Firings(self.pool, self.runs, self.webhooks)
         self.leadership = Leadership(endpoints.database_url, self.names.namespace, s.scheduler_id)
         await self.nc.subscribe(self.names.cron_changed_subject, cb=self._changed)
+        await bus.settle(self.nc)
         log.info("scheduler %s ready (namespace %s)", s.scheduler_id, self.names.namespace)
         return self
 
