@@ -23,7 +23,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError as JetStreamAPIError
 
-from clawbus_core import aborts
+from clawbus_core import aborts, metrics, tracing
 from clawbus_core.db import Pool
 from clawbus_core.events import RunRelay, RunWatch
 from clawbus_core.session_events import RunAnnouncement, SessionAnnouncer
@@ -156,6 +156,7 @@ class RunService:
                 queue_mode=created.queue_mode,
             )
             await self._publish(request)
+            metrics.RUNS_SUBMITTED.labels(channel=turn.channel).inc()
             if self.announcer is not None:
                 await self._announce(self.announcer, turn, request, watch, created)
             yield Submitted(run_id, session_key, watch)
@@ -204,7 +205,8 @@ class RunService:
                 self.names.runs_subject,
                 request.model_dump_json().encode(),
                 timeout=5.0,
-                headers={"Nats-Msg-Id": str(request.run_id)},
+                # The trace continues in the runner (W3C traceparent in the headers).
+                headers=tracing.inject_headers({"Nats-Msg-Id": str(request.run_id)}),
             )
         except (TimeoutError, NatsError, JetStreamAPIError) as exc:
             # Nothing half-way: the stored run is closed as failed before the client hears.

@@ -110,3 +110,18 @@ class Names:
     def browser_holder_key(self, target_key: str) -> str:
         """Which browser-worker holds a target's browser context (its worker id, with a TTL)."""
         return f"{self.namespace}:browser:holder:{target_key}"
+
+    def ops_instance_key(self, service: str, instance: str) -> str:
+        """Where one service instance's operations listener is (JSON, with a TTL): what
+        `clawbus status` reads to find every instance's /readyz and /metrics."""
+        return f"{self.namespace}:ops:{service}:{instance}"
+
+    @property
+    def ops_instance_pattern(self) -> str:
+        return f"{self.namespace}:ops:*"
+
+    @property
+    def logs_stream_key(self) -> str:
+        """Capped Redis stream of recent log records of every service (newest last), read
+        by /api/logs/recent and tailed by /api/logs/live."""
+        return f"{self.namespace}:logs"

@@ -57,6 +57,15 @@ class ClawbusSettings(BaseSettings):
     redis_url: str | None = None
     namespace: str = "clawbus"
     log_level: str = "INFO"
+    # `json`: one JSON object per line (service, run, session and trace ids as fields);
+    # `text`: one readable line (what `clawbus up` prints on a terminal).
+    log_format: Literal["json", "text"] = "json"
+
+    # Every service's operations listener: /metrics (Prometheus), /livez, /readyz.
+    # Port 0 picks a free port; each instance registers where it listens in Redis (what
+    # `clawbus status` reads). Containers set 0.0.0.0 and a fixed port (9100).
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=0, ge=0, le=65535)
 
     # Models: `provider/model`. The offline `clawbus/echo` always exists.
     default_model: str = "clawbus/echo"

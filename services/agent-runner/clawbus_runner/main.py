@@ -6,7 +6,9 @@ import asyncio
 import signal
 
 from clawbus_core.logs import setup_logging
+from clawbus_core.ops import OpsServer, standard_checks
 from clawbus_core.runtime_config import following
+from clawbus_core.tracing import setup_tracing
 
 from clawbus_runner.settings import RunnerSettings
 from clawbus_runner.worker import AgentRunner
@@ -29,13 +31,24 @@ async def serve(settings: RunnerSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
-    async with AgentRunner(settings) as runner, following(runner.pool, runner.nc, runner.names):
+    async with (
+        AgentRunner(settings) as runner,
+        following(runner.pool, runner.nc, runner.names),
+        OpsServer(
+            "agent-runner",
+            settings,
+            instance=settings.runner_id,
+            checks=standard_checks(runner.nc, runner.pool, runner.redis),
+            redis=runner.redis,
+        ),
+    ):
         await runner.serve(stop)
 
 
 def main() -> None:
     settings = RunnerSettings()
     setup_logging("agent-runner", settings.log_level)
+    setup_tracing("agent-runner", instance=settings.runner_id)
     from clawbus_core.loop import run
 
     run(serve(settings))

@@ -11,12 +11,13 @@ from clawbus_core.config import resolve_endpoints
 from clawbus_core.db import create_pool
 from clawbus_core.events import RunRelay
 from clawbus_core.models import ModelCatalog
+from clawbus_core.ops import OpsServer, standard_checks
 from clawbus_core.runservice import RunService
 
 from clawbus_gateway import broadcast
 from clawbus_gateway.auth import KEYRING, Keyring, auth_middleware
 from clawbus_gateway.errors import error_middleware
-from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS, SETTINGS_TOKEN
+from clawbus_gateway.keys import CATALOG, OPS, RUNS, SETTINGS, SETTINGS_TOKEN
 from clawbus_gateway.ratelimit import RateLimits, stamp_headers
 from clawbus_gateway.routes import (
     agent,
@@ -52,7 +53,15 @@ async def _infrastructure(app: web.Application) -> AsyncIterator[None]:
         await bus.ensure_runs_stream(runs.js, settings.names)
         await relay.start()
         app[RUNS] = runs
-        yield
+        async with OpsServer(
+            "api-gateway",
+            settings,
+            instance=settings.gateway_instance_id,
+            checks=standard_checks(nc, pool, redis),
+            redis=redis,
+        ) as ops:
+            app[OPS] = ops
+            yield
     finally:
         await relay.stop()
         await nc.drain()

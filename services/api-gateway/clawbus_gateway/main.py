@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 from clawbus_core.logs import setup_logging
+from clawbus_core.tracing import setup_tracing
 
 from clawbus_gateway.app import create_app
 from clawbus_gateway.auth import RedactingAccessLogger
@@ -26,6 +27,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 def main() -> None:
     settings = GatewaySettings()
     setup_logging("api-gateway", settings.log_level)
+    setup_tracing("api-gateway", instance=settings.gateway_instance_id)
     app = create_app(settings)
     log.info("api-gateway listening on %s", settings.public_url)
     # run_app owns the loop: it handles SIGTERM/SIGINT, drains, and closes the loop.

@@ -8,6 +8,8 @@ import re
 import signal
 
 from clawbus_core.logs import setup_logging
+from clawbus_core.ops import OpsServer, standard_checks
+from clawbus_core.tracing import setup_tracing
 
 from clawbus_bridge.service import ChannelBridge
 from clawbus_bridge.settings import BridgeSettings
@@ -39,13 +41,23 @@ async def serve(settings: BridgeSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with ChannelBridge(settings) as bridge:
+    async with (
+        ChannelBridge(settings) as bridge,
+        OpsServer(
+            "channel-bridge",
+            settings,
+            instance=settings.bridge_id,
+            checks=standard_checks(bridge.nc, bridge.pool, bridge.redis),
+            redis=bridge.redis,
+        ),
+    ):
         await bridge.serve(stop)
 
 
 def main() -> None:
     settings = BridgeSettings()
     setup_logging("channel-bridge", settings.log_level)
+    setup_tracing("channel-bridge", instance=settings.bridge_id)
     redact_tokens()
     from clawbus_core.loop import run
 

@@ -6,6 +6,8 @@ import asyncio
 import signal
 
 from clawbus_core.logs import setup_logging
+from clawbus_core.ops import OpsServer, standard_checks
+from clawbus_core.tracing import setup_tracing
 
 from clawbus_scheduler.service import Scheduler
 from clawbus_scheduler.settings import SchedulerSettings
@@ -16,13 +18,23 @@ async def serve(settings: SchedulerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Scheduler(settings) as scheduler:
+    async with (
+        Scheduler(settings) as scheduler,
+        OpsServer(
+            "scheduler",
+            settings,
+            instance=settings.scheduler_id,
+            checks=standard_checks(scheduler.nc, scheduler.pool, scheduler.redis),
+            redis=scheduler.redis,
+        ),
+    ):
         await scheduler.serve(stop)
 
 
 def main() -> None:
     settings = SchedulerSettings()
     setup_logging("scheduler", settings.log_level)
+    setup_tracing("scheduler", instance=settings.scheduler_id)
     from clawbus_core.loop import run
 
     run(serve(settings))
