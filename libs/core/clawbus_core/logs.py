@@ -12,6 +12,7 @@ import contextvars
 import logging
 import sys
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 
 from clawbus_core import tracing
 
@@ -19,7 +20,7 @@ from clawbus_core import tracing
 CONTEXT_FIELDS = ("run_id", "session_key", "agent", "channel")
 
 _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "clawbus_log_context", default={}
+    "clawbus_log_context", default=MappingProxyType({})
 )
 
 
