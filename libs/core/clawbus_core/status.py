@@ -10,8 +10,10 @@ import aiohttp
 import asyncpg
 import nats
 import redis.asyncio as aioredis
+from clawbus_protocol.names import Names
 
 from clawbus_core.config import resolve_endpoints
+from clawbus_core.ops import Registration, registered
 
 
 async def _gateway(url: str) -> str:
@@ -81,4 +83,48 @@ async def report(*, timeout_s: float) -> int:
             healthy = False
             result = f"DOWN: {type(exc).__name__}: {exc}"
         print(f"{name:<9} {result}  [{(time.monotonic() - started) * 1000:.0f} ms]")
+    try:
+        instances = await asyncio.wait_for(_instances(endpoints.redis_url, names), timeout_s)
+    except Exception as exc:  # noqa: BLE001 - Redis was reported above
+        print(f"services  unknown: cannot list them ({type(exc).__name__})")
+        return 1
+    if not instances:
+        print("services  none registered (no service is running in this namespace)")
+        return 0 if healthy else 1
+    print(f"services  {len(instances)} instances:")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
+        readiness = await asyncio.gather(*(_ready(http, i) for i in instances))
+    for instance, (ready, detail) in zip(instances, readiness, strict=True):
+        healthy = healthy and ready
+        state = "ready" if ready else "UNREADY"
+        print(
+            f"  {instance.service:<15} {instance.instance:<28} {state:<8} {instance.url}  {detail}"
+        )
     return 0 if healthy else 1
+
+
+async def _instances(redis_url: str, names: Names) -> list[Registration]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        return await registered(client, names)
+    finally:
+        await client.aclose()
+
+
+async def _ready(http: aiohttp.ClientSession, instance: Registration) -> tuple[bool, str]:
+    """An instance's /readyz: (ready, what failed or its uptime)."""
+    try:
+        async with http.get(f"{instance.url}/readyz") as r:
+            body = await r.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return False, f"unreachable ({type(exc).__name__})"
+    if r.status == 200:
+        return True, f"up {_duration(time.time() - instance.started_at)}, pid {instance.pid}"
+    failed = {k: v for k, v in body.get("checks", {}).items() if not str(v).startswith("ok")}
+    return False, "; ".join(f"{k}: {v}" for k, v in failed.items()) or f"HTTP {r.status}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(max(seconds, 0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
