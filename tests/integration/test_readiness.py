@@ -28,15 +28,16 @@ from tests.system import processes, wait_for
 @contextlib.contextmanager
 def own_redis(port: int, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(redis_server_binary()),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(data_dir),
+        "--save", "",
+        "--appendonly", "no",
+    ]  # fmt: skip
     proc = subprocess.Popen(
-        [
-            str(redis_server_binary()),
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(data_dir),
-            "--save", "",
-            "--appendonly", "no",
-        ],  # fmt: skip
+        argv,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
