@@ -107,6 +107,13 @@ def test_up_serves_stops_and_restarts_with_history() -> None:
             check=False,
         )
         assert status.returncode == 0, status.stdout + status.stderr
+        # Every service instance registered its ops listener and is ready.
+        listed = [line.split() for line in status.stdout.splitlines() if line.startswith("  ")]
+        services = sorted(fields[0] for fields in listed if fields[2] == "ready")
+        expected = ["agent-runner", "agent-runner", "api-gateway", "channel-bridge", "scheduler"]
+        if Path("/usr/bin/chromium").exists():
+            expected = sorted([*expected, "browser-worker"])
+        assert services == expected, status.stdout
         # The first run's messages survived the restart, in the same session.
         import asyncio
 
