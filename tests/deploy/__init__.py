@@ -1,0 +1,1 @@
+"""Checks of deploy/: Compose, Kubernetes, Grafana and the Dockerfile, without Docker."""
