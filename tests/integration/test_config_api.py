@@ -126,8 +126,9 @@ async def test_patch_example_sets_the_level_of_every_gateway_and_runner_process(
         port = free_port()
         b_url, b_log, r_log = f"http://127.0.0.1:{port}", tmp_path / "gw.log", tmp_path / "run.log"
         with processes() as spawn:
-            spawn("gateway-b", ["gateway"], a.env | {"CLAWBUS_GATEWAY_PORT": str(port)}, b_log)
-            spawn("runner", ["agent-runner"], a.env | {"CLAWBUS_RUNNER_ID": "cfg-runner"}, r_log)
+            env = a.env | {"CLAWBUS_LOG_FORMAT": "text"}  # the lines this test reads
+            spawn("gateway-b", ["gateway"], env | {"CLAWBUS_GATEWAY_PORT": str(port)}, b_log)
+            spawn("runner", ["agent-runner"], env | {"CLAWBUS_RUNNER_ID": "cfg-runner"}, r_log)
             for log in (b_log, r_log):
                 await logged(log, "following runtime config")
 

@@ -81,6 +81,7 @@ BROWSER_OPERATIONS = ("getBrowserStatus", "takeScreenshot", "navigateBrowser")
 NO_SUCCESS_EXPECTED = {
     "openControlChannel": "a WebSocket upgrade; schemathesis speaks plain HTTP (see test_ws)",
     "openWebSocket": "a WebSocket upgrade; schemathesis speaks plain HTTP (see test_ws)",
+    "tailLogs": "a WebSocket upgrade; schemathesis speaks plain HTTP (see test_logs_api)",
     "abortRun": "needs the id of a live run; generated ids name none",
     "invokeTool": "generated tool names and params rarely name a tool that runs",
     "deleteSession": "a session deletes once: whichever DELETE comes first gets the 204",

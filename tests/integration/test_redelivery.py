@@ -12,13 +12,16 @@ from collections import Counter
 from pathlib import Path
 
 import asyncpg
+import redis.asyncio as aioredis
 from clawbus_core.config import Endpoints
 from clawbus_core.db import create_pool
+from clawbus_core.ops import registered
 from clawbus_core.store import runs as runstore
 from clawbus_fakes.models import FakeModelServer, Reply
+from clawbus_protocol.names import Names
 from clawbus_protocol.runs import ChatMessage, RunInput, RunOptions
 
-from tests.system import processes, start_system
+from tests.system import processes, start_system, wait_for
 
 WORDS = [f"w{i}" for i in range(40)]
 
@@ -53,6 +56,20 @@ async def test_kill_9_of_the_runner_mid_stream(
                 )
                 for name in ("runner-a", "runner-b")
             }
+            # Both runners take work once they registered their ops listeners (after their
+            # consumers were ready): only then can the eight runs below be shared.
+            redis = aioredis.Redis.from_url(endpoints.redis_url)
+            try:
+
+                async def both_up() -> bool:
+                    found = await registered(redis, Names(namespace))
+                    return {r.instance for r in found if r.service == "agent-runner"} == set(
+                        runners
+                    )
+
+                await wait_for(both_up, timeout_s=60)
+            finally:
+                await redis.aclose()
             client = system.openai(timeout=60)
             # Eight overlapping runs need both runners' four slots: they share the work.
             fake_models.set_default("gpt-quick", Reply(text="a b c d", chunk_delay_s=0.1))

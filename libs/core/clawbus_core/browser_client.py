@@ -22,6 +22,8 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
 
+from clawbus_core import tracing
+
 __all__ = ["BROWSER_WORKER", "DEFAULT_TIMEOUT_S", "call_browser"]
 
 BROWSER_WORKER = "browser-worker"
@@ -38,7 +40,12 @@ async def call_browser(
     """Send `op` to any browser-worker and return its result, which must be an `expect`."""
     payload = BrowserCall(call=op).model_dump_json().encode()
     try:
-        msg = await nc.request(names.browser_subject, payload, timeout=timeout_s)
+        msg = await nc.request(
+            names.browser_subject,
+            payload,
+            timeout=timeout_s,
+            headers=tracing.inject_headers({}) or None,  # the worker continues this trace
+        )
     except NoRespondersError:
         raise ServiceUnavailable(
             f"no {BROWSER_WORKER} is running to answer browser requests; start one "

@@ -61,9 +61,17 @@ async def settle(nc: NatsClient) -> None:
 
 
 async def ensure_runs_stream(
-    js: JetStreamContext, names: Names, *, max_msgs: int = 100_000, duplicate_window_s: float = 120
+    js: JetStreamContext,
+    names: Names,
+    *,
+    replicas: int = 1,
+    max_msgs: int = 100_000,
+    duplicate_window_s: float = 120,
 ) -> None:
-    """The work-queue stream: a run stays in it until a runner acks it (after its commit)."""
+    """The work-queue stream: a run stays in it until a runner acks it (after its commit).
+
+    `replicas` (CLAWBUS_NATS_STREAM_REPLICAS): 3 on a clustered JetStream, so the queue
+    survives the loss of a server; every service applies the same value."""
     config = StreamConfig(
         name=names.runs_stream,
         subjects=[names.runs_subject],
@@ -75,6 +83,7 @@ async def ensure_runs_stream(
         max_msg_size=8 * 1024 * 1024,
         discard=DiscardPolicy.NEW,
         duplicate_window=duplicate_window_s,
+        num_replicas=replicas,
     )
     try:
         await js.stream_info(names.runs_stream)

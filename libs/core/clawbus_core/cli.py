@@ -152,6 +152,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     infra: EmbeddedInfra | None = None
     env = dict(os.environ, CLAWBUS_DATA_DIR=str(data_dir))
+    env.setdefault("CLAWBUS_LOG_FORMAT", "text")  # the children print to this terminal
     if not (settings.nats_url and settings.database_url and settings.redis_url):
         _say(f"starting embedded NATS, Postgres and Redis under {data_dir}")
         infra = EmbeddedInfra(data_dir, progress=_say)

@@ -158,3 +158,12 @@ SCHEDULER_FIRINGS = Counter(
 SCHEDULER_LEADER = Gauge(
     "clawbus_scheduler_leader", "1 while this scheduler replica is the leader, else 0."
 )
+
+# --- every service ---------------------------------------------------------------------------
+
+LOG_RECORDS_DROPPED = Counter(
+    "clawbus_log_records_dropped_total",
+    "Log records that never reached the recent-logs stream in Redis, by reason (overflow: the "
+    "queue was full; redis: the write failed; closed: still queued at shutdown; error).",
+    ["reason"],
+)

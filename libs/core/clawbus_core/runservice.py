@@ -157,6 +157,7 @@ class RunService:
             )
             await self._publish(request)
             metrics.RUNS_SUBMITTED.labels(channel=turn.channel).inc()
+            log.debug("run %s published for session %s", run_id, session_key)
             if self.announcer is not None:
                 await self._announce(self.announcer, turn, request, watch, created)
             yield Submitted(run_id, session_key, watch)

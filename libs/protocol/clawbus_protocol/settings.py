@@ -56,6 +56,8 @@ class ClawbusSettings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     namespace: str = "clawbus"
+    # Replicas of the runs stream on the JetStream cluster (1 on a single server).
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
     log_level: str = "INFO"
     # `json`: one JSON object per line (service, run, session and trace ids as fields);
     # `text`: one readable line (what `clawbus up` prints on a terminal).

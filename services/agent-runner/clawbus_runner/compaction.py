@@ -15,6 +15,7 @@ from clawbus_core.db import Pool
 from clawbus_core.models import ModelRef
 from clawbus_protocol.runs import ChatMessage, RunRequest
 
+from clawbus_runner import observe
 from clawbus_runner.context import Conversation, summary_message
 from clawbus_runner.providers import Finish, ModelCall, Providers, TextDelta
 
@@ -108,11 +109,13 @@ async def compact(
         messages=[ChatMessage(role="user", content=_transcript(parts.older))],
     )
     pieces: list[str] = []
-    async for event in providers.get(model).stream(call):
-        if isinstance(event, TextDelta):
-            pieces.append(event.text)
-        elif isinstance(event, Finish):
-            break
+    with observe.model_call(model) as observed:
+        async for event in providers.get(model).stream(call):
+            observed.saw(event)
+            if isinstance(event, TextDelta):
+                pieces.append(event.text)
+            elif isinstance(event, Finish):
+                break
     summary = "".join(pieces).strip()
     if not summary:
         return None

@@ -47,6 +47,7 @@ from clawbus_protocol.runs import (
     Usage,
 )
 
+from clawbus_runner import observe
 from clawbus_runner.compaction import compact, estimate_tokens
 from clawbus_runner.context import AgentContext, Conversation
 from clawbus_runner.exchanges import paired
@@ -61,7 +62,7 @@ from clawbus_runner.providers import (
     ToolDef,
 )
 from clawbus_runner.settings import RunnerSettings
-from clawbus_runner.tools import MAX_RESULT_CHARS, ToolContext, ToolError, ToolRegistry
+from clawbus_runner.tools import MAX_RESULT_CHARS, Tool, ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -406,9 +407,19 @@ class Executor:
     async def _run_tool(
         self, run: ClaimedRun, context: AgentContext, call: ToolCall
     ) -> tuple[str, bool]:
+        """The tool's output and whether it is an error, for the model to see."""
         tool = self.tools.get(call.name)
-        if tool is None or not context.policy.permits(tool.spec):
-            return f"tool {call.name!r} is not available to this agent", True
+        name = tool.spec.name if tool is not None else observe.UNKNOWN_TOOL
+        with observe.tool_call(name) as seen:
+            if tool is None or not context.policy.permits(tool.spec):
+                seen.deny()
+                return f"tool {call.name!r} is not available to this agent", True
+            output, is_error = await self._call_tool(run, tool, call)
+            if is_error:
+                seen.fail()
+            return output, is_error
+
+    async def _call_tool(self, run: ClaimedRun, tool: Tool, call: ToolCall) -> tuple[str, bool]:
         request = run.request
         ctx = ToolContext(
             pool=self.pool,

@@ -36,6 +36,7 @@ from typing import Any, Self, cast
 from clawbus_core.models import ModelCatalog, ModelRef
 from clawbus_protocol.errors import ClawbusError, ErrorCode, ModelErrorKind, UpstreamError
 
+from clawbus_runner import observe
 from clawbus_runner.providers import Finish, ModelCall, ProviderEvent, Providers
 from clawbus_runner.providers.errors import (
     REFUSAL_FINISH_REASONS,
@@ -221,23 +222,25 @@ class FailoverStream:
 
     async def _attempt(self, call: ModelCall) -> AsyncGenerator[ProviderEvent, None]:
         ref = call.model
-        events = self._failover.providers.get(ref).stream(call)
         limit_s = self._failover.policy.first_event_timeout_s
-        try:
-            while True:
-                try:
-                    if limit_s is None or self.model is not None:
-                        event = await anext(events)
-                    else:
-                        event = await self._first(events, limit_s, ref)
-                except StopAsyncIteration:
-                    return
-                if isinstance(event, Finish) and event.reason in REFUSAL_FINISH_REASONS:
-                    raise refusal_error(ref.provider, model=ref.id, reason=event.reason)
-                self.model = ref
-                yield event
-        finally:
-            await _aclose(events)
+        with observe.model_call(ref) as observed:
+            events = self._failover.providers.get(ref).stream(call)
+            try:
+                while True:
+                    try:
+                        if limit_s is None or self.model is not None:
+                            event = await anext(events)
+                        else:
+                            event = await self._first(events, limit_s, ref)
+                    except StopAsyncIteration:
+                        return
+                    observed.saw(event)  # a refused answer's tokens were used all the same
+                    if isinstance(event, Finish) and event.reason in REFUSAL_FINISH_REASONS:
+                        raise refusal_error(ref.provider, model=ref.id, reason=event.reason)
+                    self.model = ref
+                    yield event
+            finally:
+                await _aclose(events)
 
     @staticmethod
     async def _first(

@@ -28,7 +28,9 @@ from clawbus_protocol.names import Names
 from clawbus_protocol.runs import AbortNotice, RunRequest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from opentelemetry import context as otel_context
 
+from clawbus_runner import observe
 from clawbus_runner.context import AgentContext, load_agent_context, load_conversation
 from clawbus_runner.execute import Executor, Outcome, Prefetch, RunResult
 from clawbus_runner.settings import RunnerSettings
@@ -36,6 +38,7 @@ from clawbus_runner.settings import RunnerSettings
 log = logging.getLogger(__name__)
 
 _MAX_CONTEXTS = 10_000
+_MAX_TRACES = 10_000
 _ABORT_MEMORY_S = 120.0
 
 
@@ -56,6 +59,9 @@ class Lanes:
     _contexts: dict[UUID, AgentContext] = field(default_factory=dict)
     _running: dict[UUID, asyncio.Task[RunResult]] = field(default_factory=dict)
     _abort_seen: dict[UUID, float] = field(default_factory=dict)
+    # The trace of each run handed back as busy, for when this runner's lane holder runs it
+    # (a run whose message went to another replica starts a trace of its own).
+    _traces: dict[UUID, otel_context.Context] = field(default_factory=dict)
 
     # --- abort notices -------------------------------------------------------------------
     async def on_abort(self, msg: Msg) -> None:
@@ -93,7 +99,9 @@ class Lanes:
         if not claim.leased:
             if prefetch is not None:
                 await prefetch.cancel()
-            return await self._busy(request)
+            delivery = await self._busy(request)
+            self._remember_trace(request.run_id, delivery)
+            return delivery
         renewer = asyncio.create_task(self._renew(request.session_id, owner))
         try:
             ran_it = await self._drain(request, owner, claim, prefetch)
@@ -101,10 +109,20 @@ class Lanes:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-        if ran_it:
-            return Delivery.DONE
-        state = await store.run_state(self.pool, request.run_id)
-        return Delivery.DONE if state is None or state.finished else Delivery.BUSY
+        delivery = Delivery.DONE
+        if not ran_it:
+            state = await store.run_state(self.pool, request.run_id)
+            delivery = Delivery.DONE if state is None or state.finished else Delivery.BUSY
+        self._remember_trace(request.run_id, delivery)
+        return delivery
+
+    def _remember_trace(self, run_id: UUID, delivery: Delivery) -> None:
+        if delivery is Delivery.DONE:
+            self._traces.pop(run_id, None)
+            return
+        if len(self._traces) >= _MAX_TRACES:
+            del self._traces[next(iter(self._traces))]  # the oldest
+        self._traces[run_id] = otel_context.get_current()
 
     async def _busy(self, request: RunRequest) -> Delivery:
         state = await store.run_state(self.pool, request.run_id)
@@ -143,7 +161,11 @@ class Lanes:
                         await prefetch.cancel()
                         prefetch = None
                     context = await self._context(run)
-                    result = await self._run(run, context, prefetch if mine else None)
+                    if mine:
+                        result = await self._run(run, context, prefetch)
+                    else:
+                        trace = self._traces.pop(run.request.run_id, otel_context.Context())
+                        result = await self._run(run, context, None, trace=trace)
                     prefetch = None
                     ran_it = ran_it or (mine and result.outcome is not Outcome.FENCED)
                     if result.lane_released:
@@ -171,6 +193,25 @@ class Lanes:
         )
 
     async def _run(
+        self,
+        run: store.ClaimedRun,
+        context: AgentContext,
+        prefetch: Prefetch | None,
+        *,
+        trace: otel_context.Context | None = None,
+    ) -> RunResult:
+        """Run one claimed run in a task of its own; `trace`: the run's trace context when
+        it is not the current one (the run came with another message)."""
+        with observe.running(run, trace) as observed:
+            log.debug("run %s: attempt %d started", run.request.run_id, run.attempt)
+            result = await self._attempt(run, context, prefetch)
+            observed.ended(result.outcome.value)
+            log.debug(
+                "run %s: attempt %d %s", run.request.run_id, run.attempt, result.outcome.value
+            )
+            return result
+
+    async def _attempt(
         self, run: store.ClaimedRun, context: AgentContext, prefetch: Prefetch | None
     ) -> RunResult:
         run_id = run.request.run_id

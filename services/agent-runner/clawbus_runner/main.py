@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from clawbus_core.logs import setup_logging
+from clawbus_core.logs import RedisLogSink, register_secrets, secret_values, setup_logging
 from clawbus_core.ops import OpsServer, standard_checks
 from clawbus_core.runtime_config import following
 from clawbus_core.tracing import setup_tracing
@@ -33,6 +33,9 @@ async def serve(settings: RunnerSettings) -> None:
     loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     async with (
         AgentRunner(settings) as runner,
+        RedisLogSink(
+            runner.redis, runner.names, service="agent-runner", instance=settings.runner_id
+        ),
         following(runner.pool, runner.nc, runner.names),
         OpsServer(
             "agent-runner",
@@ -47,7 +50,10 @@ async def serve(settings: RunnerSettings) -> None:
 
 def main() -> None:
     settings = RunnerSettings()
-    setup_logging("agent-runner", settings.log_level)
+    setup_logging(
+        "agent-runner", settings.log_level, fmt=settings.log_format, instance=settings.runner_id
+    )
+    register_secrets(*secret_values(settings))
     setup_tracing("agent-runner", instance=settings.runner_id)
     from clawbus_core.loop import run
 

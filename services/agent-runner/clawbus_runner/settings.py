@@ -43,3 +43,6 @@ class RunnerSettings(ClawbusSettings):
     runner_tools_http_allow: list[str] = Field(default_factory=list)
     # History is compacted when it reaches this share of the agent's context budget.
     runner_compact_at: float = Field(default=0.8, gt=0, le=1)
+    # How often the runner copies the runs consumer's counts (pending, redelivered...) into
+    # its metrics.
+    runner_queue_poll_s: float = Field(default=5.0, gt=0, le=300)

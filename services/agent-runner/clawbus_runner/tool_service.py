@@ -46,8 +46,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ValidationError
 
+from clawbus_runner import observe
 from clawbus_runner.settings import RunnerSettings
-from clawbus_runner.tools import MAX_RESULT_CHARS, ToolContext, ToolError, ToolPolicy
+from clawbus_runner.tools import MAX_RESULT_CHARS, Tool, ToolContext, ToolError, ToolPolicy
 from clawbus_runner.tools.base import ToolRegistry, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -112,18 +113,28 @@ class ToolService:
         if tool is None:
             raise NotFound(f"no tool named {request.tool!r}", param="name")
         agent_id, policy = await self._agent(request.tenant_id, request.agent_key)
-        if not policy.permits(tool.spec):
-            raise Forbidden(
-                f"agent {request.agent_key!r} is not offered the tool {request.tool!r}",
-                tool=request.tool,
-            )
-        if not self.invokable(tool.spec):
-            raise Forbidden(
-                f"tool {request.tool!r} may not be invoked over HTTP: it writes or reaches "
-                "outside the agent's store. An operator can allow it by name in "
-                "CLAWBUS_RUNNER_TOOLS_HTTP_ALLOW",
-                tool=request.tool,
-            )
+        with observe.tool_call(tool.spec.name) as seen:
+            if not policy.permits(tool.spec):
+                seen.deny()
+                raise Forbidden(
+                    f"agent {request.agent_key!r} is not offered the tool {request.tool!r}",
+                    tool=request.tool,
+                )
+            if not self.invokable(tool.spec):
+                seen.deny()
+                raise Forbidden(
+                    f"tool {request.tool!r} may not be invoked over HTTP: it writes or reaches "
+                    "outside the agent's store. An operator can allow it by name in "
+                    "CLAWBUS_RUNNER_TOOLS_HTTP_ALLOW",
+                    tool=request.tool,
+                )
+            output = await self._run(tool, agent_id, request)
+        log.info("tool %s invoked by %s for agent %s", tool.spec.name, request.caller, agent_id)
+        if len(output) > MAX_RESULT_CHARS:
+            output = output[:MAX_RESULT_CHARS] + f"\n[truncated at {MAX_RESULT_CHARS} characters]"
+        return ToolInvokeReply(result=output)
+
+    async def _run(self, tool: Tool, agent_id: UUID, request: ToolInvokeRequest) -> str:
         ctx = ToolContext(
             pool=self.pool,
             redis=self.redis,
@@ -138,15 +149,11 @@ class ToolService:
         limit = self.settings.runner_tool_timeout_s
         try:
             async with asyncio.timeout(limit):
-                output = await tool.run(ctx, request.params)
+                return await tool.run(ctx, request.params)
         except ToolError as exc:
             raise InvalidRequest(f"tool {request.tool}: {exc}", tool=request.tool) from None
         except TimeoutError:
             raise Timeout(f"tool {request.tool} did not finish within {limit:.0f}s") from None
-        log.info("tool %s invoked by %s for agent %s", tool.spec.name, request.caller, agent_id)
-        if len(output) > MAX_RESULT_CHARS:
-            output = output[:MAX_RESULT_CHARS] + f"\n[truncated at {MAX_RESULT_CHARS} characters]"
-        return ToolInvokeReply(result=output)
 
     async def _agent(self, tenant_id: UUID, agent_key: str) -> tuple[UUID, ToolPolicy]:
         profile = await agents_store.get_agent_by_key(self.pool, tenant_id, agent_key)
@@ -158,7 +165,8 @@ class ToolService:
         await _answer(msg, ToolsListRequest, self.list_tools, ToolsListReply)
 
     async def _on_invoke(self, msg: Msg) -> None:
-        await _answer(msg, ToolInvokeRequest, self.invoke, ToolInvokeReply)
+        with observe.consuming(msg.headers):
+            await _answer(msg, ToolInvokeRequest, self.invoke, ToolInvokeReply)
 
 
 Req = TypeVar("Req", bound=BaseModel)

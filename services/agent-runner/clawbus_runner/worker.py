@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from clawbus_runner import observe
 from clawbus_runner.execute import Executor
 from clawbus_runner.failover import ModelFailover, RetryPolicy
 from clawbus_runner.lanes import Delivery, Lanes
@@ -55,6 +56,7 @@ class AgentRunner:
         self.names = settings.names
         self._stopping = asyncio.Event()
         self._slots: list[asyncio.Task[None]] = []
+        self._queue_watch: asyncio.Task[None] | None = None
         self.completed = 0
 
     async def __aenter__(self) -> AgentRunner:
@@ -70,7 +72,9 @@ class AgentRunner:
             endpoints.nats_url, name=f"agent-runner:{self.settings.runner_id}"
         )
         self.js: JetStreamContext = self.nc.jetstream()
-        await bus.ensure_runs_stream(self.js, self.names)
+        await bus.ensure_runs_stream(
+            self.js, self.names, replicas=self.settings.nats_stream_replicas
+        )
         await bus.ensure_runners_consumer(
             self.js,
             self.names,
@@ -108,6 +112,10 @@ class AgentRunner:
             extras=self.executor.tool_extras,
         )
         await self.tool_service.start(self.nc)
+        self._queue_watch = asyncio.create_task(
+            observe.watch_queue(self.js, self.names, interval_s=self.settings.runner_queue_poll_s),
+            name="runner-queue-watch",
+        )
         self._slots = [
             asyncio.create_task(self._slot(i), name=f"runner-slot-{i}")
             for i in range(self.settings.runner_concurrency)
@@ -127,6 +135,10 @@ class AgentRunner:
         tb: TracebackType | None,
     ) -> None:
         await self.drain()
+        if self._queue_watch is not None:
+            self._queue_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._queue_watch
         await self.providers.aclose()
         await self.tools.aclose()
         with contextlib.suppress(Exception):
@@ -180,6 +192,10 @@ class AgentRunner:
             log.exception("discarding a malformed run request")
             await msg.term()
             return
+        with observe.delivery(msg, request, self.names):
+            await self._run_delivery(msg, request)
+
+    async def _run_delivery(self, msg: Msg, request: RunRequest) -> None:
         delivery = msg.metadata.num_delivered
         log.debug("run %s: delivery %d", request.run_id, delivery)
         keep_alive = asyncio.create_task(self._keep_alive(msg))

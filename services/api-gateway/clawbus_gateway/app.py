@@ -10,6 +10,7 @@ from clawbus_core import bus
 from clawbus_core.config import resolve_endpoints
 from clawbus_core.db import create_pool
 from clawbus_core.events import RunRelay
+from clawbus_core.logs import RedisLogSink
 from clawbus_core.models import ModelCatalog
 from clawbus_core.ops import OpsServer, standard_checks
 from clawbus_core.runservice import RunService
@@ -18,6 +19,7 @@ from clawbus_gateway import broadcast
 from clawbus_gateway.auth import KEYRING, Keyring, auth_middleware
 from clawbus_gateway.errors import error_middleware
 from clawbus_gateway.keys import CATALOG, OPS, RUNS, SETTINGS, SETTINGS_TOKEN
+from clawbus_gateway.observe import observe_middleware
 from clawbus_gateway.ratelimit import RateLimits, stamp_headers
 from clawbus_gateway.routes import (
     agent,
@@ -35,6 +37,7 @@ from clawbus_gateway.routes import (
 from clawbus_gateway.routes import api_v1 as v1
 from clawbus_gateway.routes import config as config_routes
 from clawbus_gateway.routes import docs as docs_routes
+from clawbus_gateway.routes import logs as log_routes
 from clawbus_gateway.routes import ws as ws_routes
 from clawbus_gateway.settings import GatewaySettings
 
@@ -50,7 +53,9 @@ async def _infrastructure(app: web.Application) -> AsyncIterator[None]:
     relay = RunRelay(redis, settings.names, settings.gateway_instance_id)
     runs = RunService(pool, nc, relay, settings.names, timeout_s=settings.gateway_request_timeout_s)
     try:
-        await bus.ensure_runs_stream(runs.js, settings.names)
+        await bus.ensure_runs_stream(
+            runs.js, settings.names, replicas=settings.nats_stream_replicas
+        )
         await relay.start()
         app[RUNS] = runs
         async with OpsServer(
@@ -61,7 +66,11 @@ async def _infrastructure(app: web.Application) -> AsyncIterator[None]:
             redis=redis,
         ) as ops:
             app[OPS] = ops
-            yield
+            sink = RedisLogSink(
+                redis, settings.names, service="api-gateway", instance=settings.gateway_instance_id
+            )
+            async with sink:
+                yield
     finally:
         await relay.stop()
         await nc.drain()
@@ -71,7 +80,7 @@ async def _infrastructure(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware, RateLimits(settings)],
+        middlewares=[observe_middleware, error_middleware, auth_middleware, RateLimits(settings)],
         client_max_size=settings.gateway_max_body_bytes,
     )
     app.on_response_prepare.append(stamp_headers)
@@ -99,5 +108,6 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.add_routes(media.routes)
     app.add_routes(responses.routes)
     app.add_routes(ws_routes.routes)
+    app.add_routes(log_routes.routes)
     app.add_routes(docs_routes.routes)
     return app

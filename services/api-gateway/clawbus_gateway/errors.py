@@ -27,6 +27,9 @@ from clawbus_protocol.errors import (
 
 log = logging.getLogger(__name__)
 
+# The code of the error a response carries (what the metrics count it under).
+ERROR_CODE: web.ResponseKey[ErrorCode] = web.ResponseKey("error_code", ErrorCode)
+
 
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(f"{prefix}/")
@@ -49,12 +52,14 @@ def error_response(info: ErrorInfo, path: str = "") -> web.Response:
         headers["Allow"] = ", ".join(info.details.get("allowed", ()))
     if info.code is ErrorCode.UNAUTHORIZED:
         headers["WWW-Authenticate"] = 'Bearer realm="clawbus"'
-    return web.Response(
+    response = web.Response(
         status=info.http_status,
         body=render(info, path),
         content_type="application/json",
         headers=headers,
     )
+    response[ERROR_CODE] = info.code
+    return response
 
 
 def _from_http_exception(exc: web.HTTPException) -> ClawbusError:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
-from clawbus_protocol import __version__, channels, cron
+from clawbus_protocol import __version__, channels, cron, logs
 from clawbus_protocol import errors as clawbus_errors
 from clawbus_protocol import openclaw_api as oc001
 from clawbus_protocol import openclaw_browser as ocb
@@ -248,7 +248,7 @@ TAGS = {
     OC001: "OpenClaw's second HTTP API, under /api, and the /ws control channel",
     OC002: "OpenClaw's REST API v1, under /api/v1",
     GOCLAW: "GoClaw's management API: channel instances",
-    CLAWGO: "clawgo's gateway API (003): cron actions",
+    CLAWGO: "clawgo's gateway API (003): cron actions, logs",
     CLAWBUS: "clawbus's own routes: health, run control, channel pairing",
     DOCS: "This document and Swagger UI",
 }
@@ -549,6 +549,26 @@ OPERATIONS: tuple[Operation, ...] = (
         "config",
         {200: Reply("The new effective configuration", (Json(ConfigDocument),))},
         request=ConfigOverrides, example={"logging": {"level": "info"}},
+    ),
+    Operation(
+        "GET", "/api/logs/recent", "getRecentLogs", "The latest log entries of every service",
+        CLAWGO, "admin",
+        {200: Reply("`{ok, logs}`: redacted entries, newest last", (Json(logs.LogList),))},
+        params=(Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200,
+                                          "default": 10},
+                      "How many entries (1-200, default 10)"),),
+    ),
+    Operation(
+        "GET", "/api/logs/live", "tailLogs", "New log entries as they are written", CLAWGO,
+        "admin",
+        {101: Reply("Switching to the WebSocket protocol: one `{ok, type: \"log_entry\", "
+                    "entry}` frame per new entry (clawbus_protocol.logs.LogEntryFrame)")},
+        errors=frozenset({400}),
+        description=(
+            "Connect with `Upgrade: websocket`; a plain GET is answered 400. Browsers may pass "
+            "the credential as `?token=` (accepted on upgrades only); an Origin outside "
+            "gateway_allowed_origins is refused 403."
+        ),
     ),
     # --- OpenClaw 002 ---
     Operation(

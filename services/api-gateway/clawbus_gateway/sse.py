@@ -26,6 +26,7 @@ from clawbus_core.runservice import RunService, Submitted, Turn
 from clawbus_protocol.errors import ClawbusError, ErrorInfo, InvalidRequest, NotFound
 from clawbus_protocol.runs import ErrorEvent, RunEvent
 
+from clawbus_gateway.observe import connection
 from clawbus_gateway.turns import RUN_ID_HEADER, find_run
 
 LAST_EVENT_ID = "Last-Event-ID"
@@ -170,19 +171,20 @@ async def stream_run(
     """Answer with the run's events as SSE, each event's frames in one write."""
     event: RunEvent | None = await first_event(events)
     out = EventStream(request, headers=headers, after_seq=after_seq)
-    await out.start()
-    seq = after_seq
-    try:
-        while event is not None:
-            seq = event.seq
-            if renderer.event(out, event):
-                break
-            await out.flush()
-            event = await anext(events, None)
-    except ClawbusError as exc:
-        renderer.failure(out, exc.info, seq)
-    except ConnectionResetError:
-        return out.response  # the client left; the run still completes and is stored
-    renderer.end(out, seq)
-    await out.close()
+    with connection("sse"):
+        await out.start()
+        seq = after_seq
+        try:
+            while event is not None:
+                seq = event.seq
+                if renderer.event(out, event):
+                    break
+                await out.flush()
+                event = await anext(events, None)
+        except ClawbusError as exc:
+            renderer.failure(out, exc.info, seq)
+        except ConnectionResetError:
+            return out.response  # the client left; the run still completes and is stored
+        renderer.end(out, seq)
+        await out.close()
     return out.response

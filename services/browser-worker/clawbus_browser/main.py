@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from clawbus_core.logs import setup_logging
+from clawbus_core.logs import RedisLogSink, register_secrets, secret_values, setup_logging
 from clawbus_core.ops import OpsServer, standard_checks
 from clawbus_core.tracing import setup_tracing
 
@@ -20,6 +20,12 @@ async def serve(settings: BrowserSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with (
         BrowserWorker(settings) as worker,
+        RedisLogSink(
+            worker.redis,
+            settings.names,
+            service="browser-worker",
+            instance=settings.browser_worker_id,
+        ),
         OpsServer(
             "browser-worker",
             settings,
@@ -33,7 +39,13 @@ async def serve(settings: BrowserSettings) -> None:
 
 def main() -> None:
     settings = BrowserSettings()
-    setup_logging("browser-worker", settings.log_level)
+    setup_logging(
+        "browser-worker",
+        settings.log_level,
+        fmt=settings.log_format,
+        instance=settings.browser_worker_id,
+    )
+    register_secrets(*secret_values(settings))
     setup_tracing("browser-worker", instance=settings.browser_worker_id)
     from clawbus_core.loop import run
 

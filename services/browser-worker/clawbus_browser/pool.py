@@ -15,6 +15,9 @@ target to that tab.
 When Chromium dies (a crash, the OOM killer), every context goes with it: the next call
 launches a new browser and opens its target's context again, lazily; the calls in flight at
 the time fail with a retryable 503. A profile loses at most what the calls in flight changed.
+
+The pool keeps `BROWSER_CONTEXTS` (its open contexts, as `contexts` counts them),
+`BROWSER_CONTEXTS_MAX` and `BROWSER_LAUNCHES` (clawbus_core.metrics) up to date.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from types import TracebackType
 from uuid import UUID
 
 from asyncpg import PostgresError
+from clawbus_core import metrics
 from clawbus_protocol.browser import BrowserTarget
 from clawbus_protocol.errors import ClawbusError, ServiceUnavailable
 from playwright.async_api import (
@@ -115,6 +119,7 @@ class BrowserPool:
         self.launches = 0
 
     async def __aenter__(self) -> BrowserPool:
+        metrics.BROWSER_CONTEXTS_MAX.set(self.settings.browser_max_contexts)
         self._playwright = await async_playwright().start()
         try:
             await self._browser_up()  # a Chromium that cannot start fails the worker's start
@@ -144,6 +149,7 @@ class BrowserPool:
                 await browser.close()
         if self._playwright is not None:
             await self._playwright.stop()
+        metrics.BROWSER_CONTEXTS.set(0)
 
     # --- what status reports ------------------------------------------------------------
 
@@ -222,6 +228,7 @@ class BrowserPool:
     async def _current_page(self, slot: _Slot) -> Page:
         if slot.context is None:
             slot.context = await self._open_context(slot)
+            metrics.BROWSER_CONTEXTS.set(self.contexts)
         pages = [p for p in slot.context.pages if not p.is_closed()]
         for extra in pages[:-MAX_PAGES]:
             with contextlib.suppress(PlaywrightError):
@@ -268,6 +275,7 @@ class BrowserPool:
         """Take the slot out of the pool now; close its context once its operation is done."""
         if self._slots.get(slot.key) is slot:
             del self._slots[slot.key]
+            metrics.BROWSER_CONTEXTS.set(self.contexts)
         if slot.retired:
             return
         slot.retired = True
@@ -356,6 +364,7 @@ class BrowserPool:
                 worker_id=s.browser_worker_id,
             ) from None
         self.launches += 1
+        metrics.BROWSER_LAUNCHES.inc()
         browser.on("disconnected", self._disconnected)
         log.info("Chromium %s started (launch %d)", browser.version, self.launches)
         return browser
@@ -367,3 +376,4 @@ class BrowserPool:
         self._browser = None
         for slot in self._slots.values():
             slot.context, slot.page = None, None
+        metrics.BROWSER_CONTEXTS.set(0)

@@ -6,6 +6,12 @@ Every replica answers `Names.browser_subject` in the queue group `browser-worker
 one holds (clawbus_browser.holders). Work is bounded: `browser_concurrency` operations run at
 once, `browser_max_pending` calls may wait, and a call past that is refused with a
 retryable 503 at once; every operation has a time limit.
+
+Each call this replica answers is counted in `BROWSER_OPERATIONS{op, outcome}` (outcome `ok`
+or the error's code; `op` is `unknown` for a call that could not be read or was refused as
+busy before it was read) and runs in the span `browser <op>`, a child of the caller's span
+when the request carried a `traceparent` (clawbus_core.browser_client sends it). A call passed
+on to the holder of its target is counted there, not here, and carries the trace along.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import logging
 from types import TracebackType
 
 import redis.asyncio as aioredis
-from clawbus_core import bus
+from clawbus_core import bus, metrics, tracing
 from clawbus_core.config import resolve_endpoints
 from clawbus_core.db import create_pool
 from clawbus_core.netguard import NetPolicy
@@ -49,6 +55,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from opentelemetry import trace
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -176,7 +183,7 @@ class BrowserWorker:
                 retry_after_ms=1000,
                 worker_id=self.worker_id,
             )
-            task = asyncio.create_task(self._reply(msg, BrowserReply(error=busy.info)))
+            task = asyncio.create_task(self._reply(msg, BrowserReply(error=busy.info), "unknown"))
         else:
             task = asyncio.create_task(self._answer(msg, forwarded=forwarded))
         self._tasks.add(task)
@@ -184,10 +191,23 @@ class BrowserWorker:
 
     async def _answer(self, msg: Msg, *, forwarded: bool) -> None:
         """Decode the call, run it (or pass it to its target's holder), reply."""
+        with tracing.tracer().start_as_current_span(
+            "browser",
+            context=tracing.extract_context(msg.headers),
+            kind=trace.SpanKind.SERVER,
+            attributes={"clawbus.browser_worker": self.worker_id},
+        ) as span:
+            await self._answer_in(msg, span, forwarded=forwarded)
+
+    async def _answer_in(self, msg: Msg, span: trace.Span, *, forwarded: bool) -> None:
         error: ErrorInfo
+        name = "unknown"
         try:
             op = BrowserCall.model_validate_json(msg.data).call
+            name = op.op
+            span.update_name(f"browser {name}")
             if not isinstance(op, StatusCall) and await self._passed_on(msg, op, forwarded):
+                span.set_attribute("clawbus.browser_forwarded", True)
                 return
             result = await self.handle(op)
         except ValidationError as exc:
@@ -202,9 +222,9 @@ class BrowserWorker:
             log.exception("browser call on %s failed", msg.subject)
             error = InternalError("the browser call failed; see the browser-worker log").info
         else:
-            await self._reply(msg, BrowserReply(result=result))
+            await self._reply(msg, BrowserReply(result=result), name)
             return
-        await self._reply(msg, BrowserReply(error=error))
+        await self._reply(msg, BrowserReply(error=error), name)
 
     async def _passed_on(self, msg: Msg, op: TargetedOp, forwarded: bool) -> bool:
         """Claim the call's target, or pass the call to the replica holding it and relay its
@@ -223,6 +243,7 @@ class BrowserWorker:
                     self.names.browser_worker_subject(holder),
                     msg.data,
                     timeout=self.budget_s(op) + _SLACK_S,
+                    headers=tracing.inject_headers({}) or None,  # the holder joins the trace
                 )
             except NoRespondersError:  # the holder is gone, and its pages with it
                 log.info("browser-worker %s is gone; taking over %s", holder, key)
@@ -297,7 +318,7 @@ class BrowserWorker:
                 return await ops.act(page, op)
             return await ops.evaluate(page, op, s.browser_max_text_chars)
 
-    async def _reply(self, msg: Msg, reply: BrowserReply) -> None:
+    async def _reply(self, msg: Msg, reply: BrowserReply, op: str) -> None:
         data = reply.model_dump_json().encode()
         limit = self.nc.max_payload
         if len(data) > limit:
@@ -307,7 +328,12 @@ class BrowserWorker:
                 size=len(data),
                 limit=limit,
             )
-            data = BrowserReply(error=too_big.info).model_dump_json().encode()
+            reply = BrowserReply(error=too_big.info)
+            data = reply.model_dump_json().encode()
+        outcome = "ok" if reply.error is None else str(reply.error.code)
+        metrics.BROWSER_OPERATIONS.labels(op=op, outcome=outcome).inc()
+        if reply.error is not None:
+            trace.get_current_span().set_status(trace.StatusCode.ERROR, outcome)
         with contextlib.suppress(Exception):  # the caller may have gone (its timeout)
             await msg.respond(data)
 

@@ -66,7 +66,9 @@ class ChannelBridge:
         self.runs.announcer = SessionAnnouncer(
             NatsEventPublisher(self.nc, self.names, f"bridge-{s.bridge_id}")
         )
-        await bus.ensure_runs_stream(self.runs.js, self.names)
+        await bus.ensure_runs_stream(
+            self.runs.js, self.names, replicas=self.settings.nats_stream_replicas
+        )
         await self.relay.start()
         await self._apply_config()
         await self.nc.subscribe(self.names.channels_changed_subject, cb=self._changed)

@@ -13,6 +13,14 @@ The holder:
   it ends; and sweeps the outbox for replies of runs nobody followed (after a failover);
 - writes the channel's status: `connecting`, `connected`, or `error` with the reason, and
   backs off (doubling, with jitter) after failures.
+
+Metrics (clawbus_core.metrics): `CHANNEL_MESSAGES{direction="in"}` counts a message when it
+becomes a new run (not a re-read duplicate, a refused sender or unaddressed group chatter),
+`{direction="out"}` each reply chunk the platform accepted (not pairing codes);
+`CHANNELS_CONNECTED` counts the channels this replica holds and has connected, from the
+adapter's `connected` until it stops for any reason (failure, disable, lease lost, shutdown).
+Each accepted message opens the span `channel.inbound <type>`, where its run's trace starts
+(a webhook request's own `traceparent`, if the gateway sent one, is its parent).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from clawbus_core import sessionkeys
+from clawbus_core import metrics, sessionkeys, tracing
 from clawbus_core.db import Pool
 from clawbus_core.runservice import RunService, Turn
 from clawbus_core.secrets import SecretBox
@@ -36,6 +44,8 @@ from clawbus_protocol.channels import WebhookAnswer, WebhookRequest
 from clawbus_protocol.errors import ClawbusError, InternalError, NotFound
 from clawbus_protocol.runs import ChatMessage, RunInput
 from nats.aio.msg import Msg
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from clawbus_bridge.adapters.base import (
     Adapter,
@@ -118,6 +128,7 @@ class ChannelWorker:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.holding = False
+        self._up = False  # counted in CHANNELS_CONNECTED
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -171,6 +182,7 @@ class ChannelWorker:
                 await self._status("error", f"{type(exc).__name__}: {exc}")
             finally:
                 self.holding = False
+                self._counted_up(False)
             if wait_s:
                 # Keep the lease while backing off: one replica retries, not all of them.
                 await self._hold_idle(wait_s)
@@ -195,6 +207,11 @@ class ChannelWorker:
             return s.bridge_backoff_max_s
         base: float = min(s.bridge_backoff_max_s, s.bridge_backoff_min_s * 2.0 ** (failures - 1))
         return base * random.uniform(0.5, 1.0)
+
+    def _counted_up(self, up: bool) -> None:
+        if up != self._up:
+            self._up = up
+            metrics.CHANNELS_CONNECTED.labels(channel_type=self.channel.type).inc(1 if up else -1)
 
     async def _status(self, status: store.ChannelStatus, reason: str | None = None) -> None:
         try:
@@ -254,6 +271,7 @@ class ChannelWorker:
             await store.set_status(self.pool, self.channel.id, "connected", account=account)
         except Exception:  # noqa: BLE001 (a status is a view: failing to write it loses nothing)
             log.warning("channel %s: writing status connected failed", self.channel.name)
+        self._counted_up(True)
         log.info("channel %s connected as %s", self.channel.name, account or "?")
 
     async def _keep_lease(self) -> None:
@@ -277,6 +295,8 @@ class ChannelWorker:
         """A webhook request for this channel (only the lease holder subscribes): the adapter
         checks it and hands its message to `receive`; the answer says how it went."""
         answer = WebhookAnswer()
+        # The request's trace (if the gateway sent one) continues into the message's run.
+        token = otel_context.attach(tracing.extract_context(msg.headers))
         try:
             request = WebhookRequest.model_validate_json(msg.data)
             await self._handler()(request.headers, base64.b64decode(request.body))
@@ -285,6 +305,8 @@ class ChannelWorker:
         except Exception:
             log.exception("channel %s: a webhook request failed", self.channel.name)
             answer = WebhookAnswer(error=InternalError("see the channel-bridge log").info)
+        finally:
+            otel_context.detach(token)
         with contextlib.suppress(Exception):
             await msg.respond(answer.model_dump_json().encode())
 
@@ -295,6 +317,17 @@ class ChannelWorker:
             return
         if inbound.chat_kind == "direct" and not await self._may_talk(inbound):
             return
+        span = tracing.tracer().start_as_current_span(
+            f"channel.inbound {channel.type}",
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"clawbus.channel": channel.name, "clawbus.channel_type": channel.type},
+        )
+        with span:  # the run's trace starts here: _follow (started inside) publishes it
+            await self._run_for(inbound)
+
+    async def _run_for(self, inbound: Inbound) -> None:
+        """Store the message's run and start following it; returns once it is stored."""
+        channel = self.channel
         session = self._session_key(inbound)
         turn = Turn(
             agent_key=channel.agent_key,
@@ -372,6 +405,11 @@ class ChannelWorker:
                 await store.add_delivery(self.pool, sub.run_id, self.channel.id, inbound.target())
                 if sub.existing is None:
                     await store.count(self.pool, self.channel.id, received=1)
+                    metrics.CHANNEL_MESSAGES.labels(
+                        channel_type=self.channel.type, direction="in"
+                    ).inc()
+                # Still the inbound span: `receive` waits for `stored` before ending it.
+                trace.get_current_span().set_attribute("clawbus.run_id", str(sub.run_id))
                 stored.set_result(None)
                 if sub.existing is None or sub.existing.status in ("queued", "running"):
                     await self._watch(sub.watch, inbound)
@@ -458,4 +496,5 @@ class ChannelWorker:
                 )
                 return
             await store.sent(self.pool, delivery.run_id, self.owner, index, platform_id)
+            metrics.CHANNEL_MESSAGES.labels(channel_type=self.channel.type, direction="out").inc()
         await store.finish_delivery(self.pool, delivery.run_id, self.owner)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Literal
 
 import asyncpg
 from clawbus_core import sessionkeys
@@ -26,11 +27,16 @@ from clawbus_core.store import cron as store
 from clawbus_protocol.cron import CronWebhook
 from clawbus_protocol.errors import ClawbusError, ErrorInfo, NotFound
 from clawbus_protocol.runs import ChatMessage, RunInput, RunOptions
+from opentelemetry import trace
 
 from clawbus_scheduler import heartbeat
 from clawbus_scheduler.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
+
+# How starting a firing went (clawbus_core.metrics.SCHEDULER_FIRINGS counts them); None: not
+# handled yet (tried again next step), or its run was started before (by an earlier leader).
+Started = Literal["submitted", "skipped", "failed"] | None
 
 
 def session_key(job: store.Job, firing: store.Firing) -> str:
@@ -84,27 +90,29 @@ class Firings:
             return None
         return heartbeat.prompt(spec.payload.text, file.content)
 
-    async def start(self, firing: store.Firing, job: store.Job, now: datetime) -> None:
+    async def start(self, firing: store.Firing, job: store.Job, now: datetime) -> Started:
         """Start the firing's run (or find the one already started for it)."""
         text = await self._text(job)
         if text is None:
             await store.record_end(
                 self.pool, firing, status="skipped", now=now, delivery_status="none"
             )
-            return
+            return "skipped"
         try:
             async with self.runs.submit(turn_for(job, firing, text)) as submitted:
-                run_id = submitted.run_id
+                run_id, new = submitted.run_id, submitted.existing is None
         except ClawbusError as exc:
             if exc.info.retryable:  # the bus or database is away: try again next step
                 log.warning("cron job %s: starting its run failed: %s", job.id, exc.info.message)
-                return
+                return None
             # It can never run as it is (its agent is gone, its text cannot be stored).
             await store.record_end(
                 self.pool, firing, status="failed", now=now, error=exc.info, delivery_status="none"
             )
-            return
+            return "failed"
+        trace.get_current_span().set_attribute("clawbus.run_id", str(run_id))
         await store.started(self.pool, firing, run_id)
+        return "submitted" if new else None
 
     async def finish(self, ended: store.Ended, now: datetime) -> None:
         firing = ended.firing

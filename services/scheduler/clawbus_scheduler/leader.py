@@ -19,6 +19,7 @@ import json
 import logging
 
 import asyncpg
+from clawbus_core import metrics
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Leadership:
                     "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
                 )
                 self.conn = conn
+                metrics.SCHEDULER_LEADER.set(1)
                 return True
         except BaseException:
             await conn.close()
@@ -72,6 +74,7 @@ class Leadership:
     async def step_down(self) -> None:
         """Stop leading: closing the session frees the lock for a standby."""
         conn, self.conn = self.conn, None
+        metrics.SCHEDULER_LEADER.set(0)
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from clawbus_core.logs import setup_logging
+from clawbus_core.logs import RedisLogSink, register_secrets, secret_values, setup_logging
 from clawbus_core.ops import OpsServer, standard_checks
 from clawbus_core.tracing import setup_tracing
 
@@ -20,6 +20,9 @@ async def serve(settings: SchedulerSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with (
         Scheduler(settings) as scheduler,
+        RedisLogSink(
+            scheduler.redis, settings.names, service="scheduler", instance=settings.scheduler_id
+        ),
         OpsServer(
             "scheduler",
             settings,
@@ -33,7 +36,10 @@ async def serve(settings: SchedulerSettings) -> None:
 
 def main() -> None:
     settings = SchedulerSettings()
-    setup_logging("scheduler", settings.log_level)
+    setup_logging(
+        "scheduler", settings.log_level, fmt=settings.log_format, instance=settings.scheduler_id
+    )
+    register_secrets(*secret_values(settings))
     setup_tracing("scheduler", instance=settings.scheduler_id)
     from clawbus_core.loop import run
 

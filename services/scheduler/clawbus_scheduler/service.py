@@ -14,6 +14,9 @@ then sleeps until the next job is due, at most `scheduler_tick_s`, or until `cro
 on the bus says a job was created or edited. Nothing is kept in memory between steps: a
 replica that takes over reads everything from Postgres. Standbys retry the lock every
 `scheduler_standby_retry_s`.
+
+Each firing started runs in the span `cron.fire` (its run's trace starts there) and is counted
+in `SCHEDULER_FIRINGS{kind, outcome}`; `SCHEDULER_LEADER` is 1 while this replica leads.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from types import TracebackType
 
 import asyncpg
 import redis.asyncio as aioredis
-from clawbus_core import bus
+from clawbus_core import bus, metrics, tracing
 from clawbus_core.config import resolve_endpoints
 from clawbus_core.db import create_pool
 from clawbus_core.events import RunRelay
@@ -36,6 +39,7 @@ from clawbus_core.runservice import RunService
 from clawbus_core.session_events import NatsEventPublisher, SessionAnnouncer
 from clawbus_core.store import cron as store
 from nats.aio.msg import Msg
+from opentelemetry import trace
 
 from clawbus_scheduler.firing import Firings, utcnow
 from clawbus_scheduler.leader import Leadership
@@ -67,7 +71,9 @@ class Scheduler:
         self.runs.announcer = SessionAnnouncer(
             NatsEventPublisher(self.nc, self.names, f"scheduler-{s.scheduler_id}")
         )
-        await bus.ensure_runs_stream(self.runs.js, self.names)
+        await bus.ensure_runs_stream(
+            self.runs.js, self.names, replicas=self.settings.nats_stream_replicas
+        )
         await self.relay.start()
         self.webhooks = Webhooks(NetPolicy.from_entries(s.net_allow), s.scheduler_webhook_timeout_s)
         self.firings = Firings(self.pool, self.runs, self.webhooks)
@@ -156,13 +162,29 @@ class Scheduler:
             return s.scheduler_tick_s
         return min(s.scheduler_tick_s, (due - self.clock()).total_seconds())
 
+    async def _fire(self, firing: store.Firing, job: store.Job) -> None:
+        kind = "heartbeat" if job.spec.heartbeat is not None else "cron"
+        with tracing.tracer().start_as_current_span(
+            "cron.fire",
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "clawbus.cron.job_id": str(job.id),
+                "clawbus.cron.kind": kind,
+                "clawbus.cron.scheduled_for": firing.scheduled_for.isoformat(),
+            },
+        ) as span:
+            outcome = await self.firings.start(firing, job, self.clock())
+            if outcome is not None:
+                span.set_attribute("clawbus.cron.outcome", outcome)
+                metrics.SCHEDULER_FIRINGS.labels(kind=kind, outcome=outcome).inc()
+
     async def _start_and_finish(self) -> None:
         """Start the recorded firings' runs, then record the ended ones; one firing that
         fails is logged and tried again next step, without holding up the others."""
         s, namespace = self.settings, self.names.namespace
         for firing, job in await store.pending(self.pool, namespace, limit=s.scheduler_batch):
             try:
-                await self.firings.start(firing, job, self.clock())
+                await self._fire(firing, job)
             except Exception:
                 log.exception("cron job %s: starting the firing %s failed", job.id, firing.id)
         for ended in await store.ended(self.pool, namespace, limit=s.scheduler_batch):

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from uuid import UUID
 
 from aiohttp import web
+from clawbus_core import tracing
 from clawbus_core.secrets import SecretBox, secret_box
 from clawbus_core.store import channels as store
 from clawbus_protocol.channels import (
@@ -278,6 +279,7 @@ async def webhook(request: web.Request) -> web.Response:
             runs.names.channel_inbound_subject(channel_id),
             forwarded.model_dump_json().encode(),
             timeout=_WEBHOOK_WAIT_S,
+            headers=tracing.inject_headers({}) or None,  # the bridge continues the trace
         )
     except NoRespondersError:
         raise ServiceUnavailable(

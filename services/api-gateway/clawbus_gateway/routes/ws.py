@@ -69,6 +69,7 @@ from pydantic import BaseModel, ValidationError
 
 from clawbus_gateway.broadcast import BROADCASTER, Listener
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS
+from clawbus_gateway.observe import connection
 from clawbus_gateway.principal import Permission, principal, require
 from clawbus_gateway.routes import browser
 from clawbus_gateway.routes.channels import channel_info
@@ -93,7 +94,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _check_origin(request: web.Request, allowed: list[str]) -> None:
+def check_origin(request: web.Request, allowed: list[str]) -> None:
     origin = request.headers.get("Origin")
     if origin is None or "*" in allowed or origin in allowed:
         return
@@ -113,9 +114,10 @@ async def control_channel(request: web.Request) -> web.StreamResponse:
             f"{request.path} is the WebSocket control channel: connect with "
             "`Upgrade: websocket` (HTTP APIs live under /v1 and /api)"
         )
-    _check_origin(request, settings.gateway_allowed_origins)
+    check_origin(request, settings.gateway_allowed_origins)
     await ws.prepare(request)
-    await Connection(request, ws).serve()
+    with connection("ws"):
+        await Connection(request, ws).serve()
     return ws
 
 
