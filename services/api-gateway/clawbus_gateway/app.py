@@ -10,9 +10,8 @@ from clawbus_core import bus
 from clawbus_core.config import resolve_endpoints
 from clawbus_core.db import create_pool
 from clawbus_core.events import RunRelay
-from clawbus_core.logs import RedisLogSink
 from clawbus_core.models import ModelCatalog
-from clawbus_core.ops import OpsServer, standard_checks
+from clawbus_core.process import observed
 from clawbus_core.runservice import RunService
 
 from clawbus_gateway import broadcast
@@ -58,19 +57,16 @@ async def _infrastructure(app: web.Application) -> AsyncIterator[None]:
         )
         await relay.start()
         app[RUNS] = runs
-        async with OpsServer(
+        async with observed(
             "api-gateway",
             settings,
             instance=settings.gateway_instance_id,
-            checks=standard_checks(nc, pool, redis),
+            nc=nc,
+            pool=pool,
             redis=redis,
         ) as ops:
             app[OPS] = ops
-            sink = RedisLogSink(
-                redis, settings.names, service="api-gateway", instance=settings.gateway_instance_id
-            )
-            async with sink:
-                yield
+            yield
     finally:
         await relay.stop()
         await nc.drain()

@@ -6,8 +6,7 @@ import asyncio
 import logging
 
 from aiohttp import web
-from clawbus_core.logs import register_secrets, secret_values, setup_logging
-from clawbus_core.tracing import setup_tracing
+from clawbus_core.process import start_process
 
 from clawbus_gateway.app import create_app
 from clawbus_gateway.auth import RedactingAccessLogger
@@ -26,14 +25,9 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def main() -> None:
     settings = GatewaySettings()
-    setup_logging(
-        "api-gateway",
-        settings.log_level,
-        fmt=settings.log_format,
-        instance=settings.gateway_instance_id,
+    start_process(
+        "api-gateway", settings, instance=settings.gateway_instance_id, secrets=(settings.token(),)
     )
-    register_secrets(*secret_values(settings), settings.token())
-    setup_tracing("api-gateway", instance=settings.gateway_instance_id)
     app = create_app(settings)
     log.info("api-gateway listening on %s", settings.public_url)
     # run_app owns the loop: it handles SIGTERM/SIGINT, drains, and closes the loop.
