@@ -7,8 +7,11 @@ from dataclasses import dataclass
 
 import aiohttp
 import redis.asyncio as aioredis
+from clawbus_core import bus
 from clawbus_core.ops import Registration, registered
 from clawbus_protocol.names import Names
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -73,3 +76,16 @@ async def ops_listener(
 
     registration: Registration = await wait_for(found, timeout_s=timeout_s, interval_s=0.2)
     return registration
+
+
+async def watch_published_runs(nc: NatsClient, namespace: str) -> list[Msg]:
+    """Every RunRequest published in the namespace from now on, headers included (a core
+    subscription beside the stream's), in the order they arrived."""
+    published: list[Msg] = []
+
+    async def keep(msg: Msg) -> None:
+        published.append(msg)
+
+    await nc.subscribe(Names(namespace).runs_subject, cb=keep)
+    await bus.settle(nc)  # subscribed at the server before anything is published
+    return published

@@ -28,7 +28,6 @@ from clawbus_fakes.otlp import FakeCollector, ReceivedSpan
 from clawbus_fakes.telegram import FakeTelegramServer, FakeUser
 from clawbus_protocol.channels import WebhookAnswer, WebhookRequest
 from clawbus_protocol.names import Names
-from nats.aio.msg import Msg
 
 from tests.integration.test_channel_telegram import (
     api,
@@ -38,7 +37,7 @@ from tests.integration.test_channel_telegram import (
     visible,
 )
 from tests.integration.test_channel_webhook import SECRET, Receiver, sign
-from tests.metrics_support import Scrape, ops_listener, readyz, scrape
+from tests.metrics_support import Scrape, ops_listener, readyz, scrape, watch_published_runs
 from tests.system import processes, start_system, wait_for
 
 CAROL = FakeUser(3003, "Carol", username="carol")
@@ -79,16 +78,10 @@ async def test_bridge_metrics_count_messages_and_connections_and_the_run_trace_s
     fake_models.script(agent, Reply(text="Hello Alice."))
     token = new_token()
     telegram.add_bot(token, "metrics_bot")
-    published: list[Msg] = []
     redis = aioredis.Redis.from_url(endpoints.redis_url)
     nc = await nats.connect(endpoints.nats_url)
     try:
-
-        async def runs_published(msg: Msg) -> None:
-            published.append(msg)
-
-        await nc.subscribe(Names(namespace).runs_subject, cb=runs_published)
-        await nc.flush()
+        published = await watch_published_runs(nc, namespace)
         async with (
             FakeCollector() as collector,
             start_system(

@@ -24,11 +24,9 @@ from clawbus_core.store import workspace
 from clawbus_core.store.runs import DEFAULT_TENANT
 from clawbus_fakes.models import FakeModelServer, Reply
 from clawbus_fakes.otlp import FakeCollector, ReceivedSpan
-from clawbus_protocol.names import Names
-from nats.aio.msg import Msg
 
 from tests.integration.test_scheduler import SCHEDULER_ENV, api, cron, firings
-from tests.metrics_support import ops_listener, readyz, scrape
+from tests.metrics_support import ops_listener, readyz, scrape, watch_published_runs
 from tests.system import Process, processes, start_system, wait_for
 
 FIRINGS = "clawbus_scheduler_firings_total"
@@ -60,16 +58,10 @@ async def test_scheduler_metrics_follow_the_leader_and_its_firings(
     )
     # Headings only: a heartbeat finds nothing to check and skips its run.
     await workspace.write_file(pool, DEFAULT_TENANT, agent_id, "HEARTBEAT.md", "# Heartbeat\n")
-    published: list[Msg] = []
     redis = aioredis.Redis.from_url(endpoints.redis_url)
     nc = await nats.connect(endpoints.nats_url)
     try:
-
-        async def runs_published(msg: Msg) -> None:
-            published.append(msg)
-
-        await nc.subscribe(Names(namespace).runs_subject, cb=runs_published)
-        await nc.flush()
+        published = await watch_published_runs(nc, namespace)
         async with (
             FakeCollector() as collector,
             start_system(
