@@ -7,6 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
+from clawbus_core.logs import register_secrets
+
 TOKEN_FILE = "gateway.token"  # noqa: S105 (a file name)
 PLACEHOLDERS = frozenset({"changeme", "change-me", "secret", "token", "your-token", "password"})
 
@@ -92,4 +94,5 @@ class SecretBox:
 def secret_box(secret_key: str | None, data_dir: Path) -> SecretBox:
     """The deployment's SecretBox: the configured key, else the generated one."""
     key = secret_key.encode() if secret_key else load_or_create_key(data_dir)
+    register_secrets(key.decode())  # never in a log line, generated or configured
     return SecretBox(key)

@@ -22,6 +22,7 @@ import asyncpg
 from clawbus_protocol.errors import Conflict, InvalidRequest, NotFound
 
 from clawbus_core.db import Pool, refuse_unstorable
+from clawbus_core.logs import register_secrets
 from clawbus_core.secrets import SecretBox
 
 ChannelType = Literal["telegram", "discord", "webhook"]
@@ -276,6 +277,9 @@ async def credentials(pool: Pool, box: SecretBox, channel_id: UUID) -> dict[str,
     if sealed is None:
         return None
     value: dict[str, Any] = json.loads(box.open(sealed))
+    # A credential this process knows is redacted from its logs wherever it shows up (a bot
+    # token in a library's error message, not only inside a Bot API URL).
+    register_secrets(*(v for v in value.values() if isinstance(v, str)))
     return value
 
 
