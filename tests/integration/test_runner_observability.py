@@ -9,12 +9,14 @@ and runner run in the test's event loop for those; the /metrics test runs a real
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import openai
 import pytest
 import redis.asyncio as aioredis
@@ -161,6 +163,50 @@ async def _settled(active_before: float) -> None:
     """Wait until this process's runners are back to the runs they had (the counters move
     just before the active gauge goes down)."""
     await wait_for(lambda: _sample(ACTIVE) == active_before)
+
+
+async def test_a_run_queued_behind_another_keeps_its_own_trace(
+    system: System, agent: str, pool: asyncpg.Pool
+) -> None:
+    """The second run of a busy session is executed by the lane holder after the first, from
+    the database (its own message was handed back as busy): its `run` span still joins the
+    trace of the request that made it (the stored trace context), linked to the delivery
+    that ran it."""
+    exporter = memory_exporter()
+    exporter.clear()
+    first_trace, second_trace = secrets.token_hex(16), secrets.token_hex(16)
+    system.fake.script(agent, Reply(text="first", delay_s=1.5), Reply(text="second"))
+    client = system.openai()
+    session = {"x-openclaw-session-key": f"queued-{secrets.token_hex(4)}"}
+
+    async def ask(text: str, trace_id: str) -> str:
+        raw = await client.chat.completions.with_raw_response.create(
+            model=f"agent:{agent}",
+            messages=[{"role": "user", "content": text}],
+            extra_headers=session | {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+        )
+        return raw.headers["x-clawbus-run-id"]
+
+    first = asyncio.create_task(ask("one", first_trace))
+    await wait_for(lambda: system.fake.requests_for(agent))  # the first run is running
+    second_id = await ask("two", second_trace)
+    await first
+    stored = await pool.fetchval(
+        "SELECT trace_context->>'traceparent' FROM runs WHERE id = $1::uuid", second_id
+    )
+    assert stored.split("-")[1] == second_trace
+
+    def run_span() -> list[ReadableSpan]:
+        return [
+            s
+            for s in exporter.get_finished_spans()
+            if s.name == "run" and s.attributes and s.attributes.get("clawbus.run_id") == second_id
+        ]
+
+    (second,) = await wait_for(run_span)
+    assert _trace_id(second) == second_trace
+    # Run by the lane holder while it handled the first run's delivery: linked to that trace.
+    assert [_hex(link.context.trace_id, 32) for link in second.links] == [first_trace]
 
 
 async def test_a_failed_run_counts_as_failed(system: System, agent: str) -> None:

@@ -129,6 +129,7 @@ class RunService:
                 reply_to=self.relay.channel,
                 queue_mode=turn.queue_mode,
                 named_session=named_session,
+                trace_context=tracing.inject_headers({}),
             )
             if isinstance(created, store.ExistingRun):
                 # The same request again: answer with that run, waiting for it if needed.

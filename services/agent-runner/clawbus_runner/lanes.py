@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from uuid import UUID
 
-from clawbus_core import aborts
+from clawbus_core import aborts, tracing
 from clawbus_core.db import Pool
 from clawbus_core.events import Redis
 from clawbus_core.store import lanes as store
@@ -38,7 +38,6 @@ from clawbus_runner.settings import RunnerSettings
 log = logging.getLogger(__name__)
 
 _MAX_CONTEXTS = 10_000
-_MAX_TRACES = 10_000
 _ABORT_MEMORY_S = 120.0
 
 
@@ -59,9 +58,6 @@ class Lanes:
     _contexts: dict[UUID, AgentContext] = field(default_factory=dict)
     _running: dict[UUID, asyncio.Task[RunResult]] = field(default_factory=dict)
     _abort_seen: dict[UUID, float] = field(default_factory=dict)
-    # The trace of each run handed back as busy, for when this runner's lane holder runs it
-    # (a run whose message went to another replica starts a trace of its own).
-    _traces: dict[UUID, otel_context.Context] = field(default_factory=dict)
 
     # --- abort notices -------------------------------------------------------------------
     async def on_abort(self, msg: Msg) -> None:
@@ -99,9 +95,7 @@ class Lanes:
         if not claim.leased:
             if prefetch is not None:
                 await prefetch.cancel()
-            delivery = await self._busy(request)
-            self._remember_trace(request.run_id, delivery)
-            return delivery
+            return await self._busy(request)
         renewer = asyncio.create_task(self._renew(request.session_id, owner))
         try:
             ran_it = await self._drain(request, owner, claim, prefetch)
@@ -109,20 +103,10 @@ class Lanes:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-        delivery = Delivery.DONE
-        if not ran_it:
-            state = await store.run_state(self.pool, request.run_id)
-            delivery = Delivery.DONE if state is None or state.finished else Delivery.BUSY
-        self._remember_trace(request.run_id, delivery)
-        return delivery
-
-    def _remember_trace(self, run_id: UUID, delivery: Delivery) -> None:
-        if delivery is Delivery.DONE:
-            self._traces.pop(run_id, None)
-            return
-        if len(self._traces) >= _MAX_TRACES:
-            del self._traces[next(iter(self._traces))]  # the oldest
-        self._traces[run_id] = otel_context.get_current()
+        if ran_it:
+            return Delivery.DONE
+        state = await store.run_state(self.pool, request.run_id)
+        return Delivery.DONE if state is None or state.finished else Delivery.BUSY
 
     async def _busy(self, request: RunRequest) -> Delivery:
         state = await store.run_state(self.pool, request.run_id)
@@ -163,8 +147,8 @@ class Lanes:
                     context = await self._context(run)
                     if mine:
                         result = await self._run(run, context, prefetch)
-                    else:
-                        trace = self._traces.pop(run.request.run_id, otel_context.Context())
+                    else:  # its message came to another delivery: its trace is stored
+                        trace = tracing.extract_context(run.trace_context)
                         result = await self._run(run, context, None, trace=trace)
                     prefetch = None
                     ran_it = ran_it or (mine and result.outcome is not Outcome.FENCED)

@@ -14,6 +14,7 @@ holder finishes is never stranded.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,7 +53,8 @@ WITH l AS (
                       started_at = coalesce(r.started_at, now())
     FROM h WHERE r.id = h.id
     RETURNING r.id, r.attempt, r.idempotency_key, r.tenant_id, r.agent_id, r.session_id,
-              r.input, r.options, r.reply_to, r.queue_mode, r.abort_requested_at
+              r.input, r.options, r.reply_to, r.queue_mode, r.abort_requested_at,
+              r.trace_context
 )
 SELECT (SELECT count(*) FROM l) AS leased,
        (SELECT session_key FROM l) AS session_key,
@@ -145,6 +147,8 @@ class ClaimedRun:
     merged: list[MergedRun]
     lease_owner: str
     agent_version: datetime  # changes with the agent, its bootstrap files and skills
+    # W3C trace headers of the span that created the run (clawbus_core.tracing).
+    trace_context: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,7 @@ async def claim_next(
             merged=merged,
             lease_owner=owner,
             agent_version=row["agent_version"],
+            trace_context=row["trace_context"],
         ),
     )
 

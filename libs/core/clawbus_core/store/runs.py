@@ -6,6 +6,7 @@ match the attempt that claimed it, so a stale runner's late write changes nothin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
@@ -37,10 +38,10 @@ WITH a AS (
     RETURNING id, (xmax = 0) AS created
 ), r AS (
     INSERT INTO runs (id, tenant_id, session_id, agent_id, idempotency_key, model,
-                      input, options, reply_to, queue_mode)
+                      input, options, reply_to, queue_mode, trace_context)
     SELECT $6, $1, s.id, a.id, $7, $8,
            jsonb_set($10::jsonb, '{use_session_history}', to_jsonb($11::bool AND NOT s.created)),
-           $12::jsonb, $13, coalesce($14, a.queue_mode)
+           $12::jsonb, $13, coalesce($14, a.queue_mode), $15::jsonb
     FROM s, (SELECT id, queue_mode FROM agents WHERE tenant_id = $1 AND key = $2) a
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
     RETURNING id, session_id, input, queue_mode
@@ -201,6 +202,7 @@ async def create_run(
     reply_to: str | None,
     queue_mode: QueueMode | None,
     named_session: bool,
+    trace_context: Mapping[str, str] | None = None,
 ) -> NewRun | ExistingRun:
     """Store the session (if new), the run (with its request, so that any runner holding
     the session's lane can run it) and the turn's messages (see `_intake`) in one statement.
@@ -221,6 +223,7 @@ async def create_run(
         options.model_dump(mode="json", exclude_none=True),
         reply_to,
         queue_mode,
+        dict(trace_context) if trace_context else None,
     )
     assert row is not None
     if row["agent_id"] is None:
