@@ -169,6 +169,12 @@ async def test_a_signed_message_is_answered_on_the_callback_once(
             assert "X-Clawbus-Signature" in (await r.json())["error"]["message"]
         status, error = await post_signed(http, url, {"id": "m-3", "text": "no sender"})
         assert status == 400 and error["error"]["param"] == "from"
+        # Well-formed, but it can never become a run (Postgres text holds no NUL): the
+        # caller hears why, where a chat app's message would be skipped.
+        nul = {"id": "m-4", "from": {"id": "u-42"}, "text": "a\u0000b"}
+        status, error = await post_signed(http, url, nul)
+        assert status == 400, error
+        assert "NUL" in error["error"]["message"]
         async with http.post(f"{system.url}/v1/webhooks/not-a-uuid", json={}) as r:
             assert r.status == 404
         async with http.post(f"{system.url}/v1/webhooks/{uuid.uuid4()}", json={}) as r:

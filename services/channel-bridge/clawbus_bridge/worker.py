@@ -347,6 +347,8 @@ class ChannelWorker:
         except ClawbusError as exc:
             if exc.info.retryable:
                 raise  # not stored: the update is read again after the backoff
+            if self.adapter is not None and self.adapter.reports_refusals:
+                raise  # the webhook's caller gets the error
             # This message can never become a run (bad text, missing agent): skip it.
             log.warning(
                 "channel %s: message %s dropped: %s",

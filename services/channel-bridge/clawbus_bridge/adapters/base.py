@@ -101,6 +101,10 @@ class ChannelContext:
 
 class Adapter(Protocol):
     limit: int  # characters per message
+    # A message that can never become a run (bad text, missing agent): True, the sender gets
+    # the error (a webhook caller can fix its request); False, it is logged and skipped (a
+    # chat app would deliver it again and again).
+    reports_refusals: bool
 
     async def run(self) -> None:
         """Connect and feed inbound messages until cancelled."""

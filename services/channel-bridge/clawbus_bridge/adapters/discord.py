@@ -51,6 +51,7 @@ def _point_at(api_base: str, gateway_url: str) -> None:
 
 class DiscordAdapter:
     limit = DISCORD_LIMIT
+    reports_refusals = False
 
     def __init__(self, ctx: ChannelContext) -> None:
         token = bot_token(ctx.credentials)

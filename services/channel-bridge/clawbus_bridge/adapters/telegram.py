@@ -70,6 +70,7 @@ def _seconds(retry_after: int | dt.timedelta) -> float:
 
 class TelegramAdapter:
     limit = TELEGRAM_LIMIT
+    reports_refusals = False  # in webhook mode too: Telegram resends what it sees refused
 
     def __init__(self, ctx: ChannelContext) -> None:
         token = bot_token(ctx.credentials)

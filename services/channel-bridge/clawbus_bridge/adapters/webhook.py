@@ -91,6 +91,7 @@ class WebhookMessage(BaseModel):
 
 class WebhookAdapter:
     limit = WEBHOOK_LIMIT
+    reports_refusals = True
 
     def __init__(self, ctx: ChannelContext) -> None:
         secret = ctx.credentials.get("secret")
