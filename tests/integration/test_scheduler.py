@@ -677,7 +677,7 @@ async def test_missed_times_fire_once_or_are_skipped_and_failures_back_off(
     )
     assert once.next_run_at == skip.next_run_at == t0 + minute
 
-    async def claim(now: datetime) -> list[cron_store.Firing]:
+    async def claim(now: datetime) -> cron_store.Claimed:
         async with pool.acquire() as conn:
             return await cron_store.claim_due(conn, namespace, now, grace=grace)
 
@@ -686,13 +686,15 @@ async def test_missed_times_fire_once_or_are_skipped_and_failures_back_off(
 
     # No scheduler ran for an hour: sixty times were missed.
     back = t0 + timedelta(hours=1, seconds=20)
-    [fired] = await claim(back)  # one firing, for the first missed time: never a burst
+    claimed = await claim(back)
+    [fired] = claimed.firings  # one firing, for the first missed time: never a burst
+    assert [j.id for j in claimed.passed_over] == [skip.id]  # counted as missed
     assert (fired.job_id, fired.scheduled_for) == (once.id, t0 + minute)
     assert fired.idempotency_key == f"cron:{once.id}:2026-01-01T10:01:00.000+00:00"
     assert (await job("once")).next_run_at == t0 + 61 * minute  # continues from now
     assert (await job("skip")).next_run_at == t0 + 61 * minute  # skipped them all
-    assert await claim(back) == []
-    assert await claim(t0 + 61 * minute) != []  # both due again, on their grid
+    assert await claim(back) == cron_store.Claimed([], [])
+    assert (await claim(t0 + 61 * minute)).firings != []  # both due again, on their grid
 
     # Failures hold the job back: 30 s, then 1 min (past its next time), reset by a success.
     await cron_store.record_end(pool, fired, status="failed", now=back)
@@ -700,14 +702,14 @@ async def test_missed_times_fire_once_or_are_skipped_and_failures_back_off(
     assert failed.consecutive_failures == 1
     assert failed.next_retry_at == back + timedelta(seconds=30)
     assert failed.next_run_at == t0 + 62 * minute  # its next time is later than that anyway
-    [second] = [f for f in await claim(t0 + 62 * minute) if f.job_id == once.id]
+    [second] = [f for f in (await claim(t0 + 62 * minute)).firings if f.job_id == once.id]
     failed_at = t0 + 62 * minute + timedelta(seconds=10)
     await cron_store.record_end(pool, second, status="failed", now=failed_at)
     held = await job("once")
     assert held.consecutive_failures == 2
     assert held.next_run_at == failed_at + minute  # 63:10, not its 63:00
-    assert [f for f in await claim(t0 + 63 * minute) if f.job_id == once.id] == []
-    [third] = [f for f in await claim(failed_at + minute) if f.job_id == once.id]
+    assert [f for f in (await claim(t0 + 63 * minute)).firings if f.job_id == once.id] == []
+    [third] = [f for f in (await claim(failed_at + minute)).firings if f.job_id == once.id]
     await cron_store.record_end(pool, third, status="completed", now=failed_at + minute)
     healed = await job("once")
     assert (healed.consecutive_failures, healed.next_retry_at) == (0, None)

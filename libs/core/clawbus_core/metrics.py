@@ -152,7 +152,9 @@ BROWSER_LAUNCHES = Counter(
 
 SCHEDULER_FIRINGS = Counter(
     "clawbus_scheduler_firings_total",
-    "Due times fired, by kind (cron, heartbeat) and outcome (submitted, skipped, failed).",
+    "Due times handled, by kind (cron, heartbeat) and outcome (submitted: a run started; "
+    "skipped: a heartbeat with nothing to check; failed; missed: passed over without a firing, "
+    "under the `skip` policy or outside active hours).",
     ["kind", "outcome"],
 )
 SCHEDULER_LEADER = Gauge(

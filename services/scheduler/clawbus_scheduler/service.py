@@ -136,13 +136,15 @@ class Scheduler:
         conn = self.leadership.conn
         assert conn is not None
         try:
-            await store.claim_due(
+            claimed = await store.claim_due(
                 conn,
                 self.names.namespace,
                 self.clock(),
                 grace=timedelta(seconds=s.scheduler_misfire_grace_s),
                 limit=s.scheduler_batch,
             )
+            for job in claimed.passed_over:
+                metrics.SCHEDULER_FIRINGS.labels(kind=_kind(job), outcome="missed").inc()
         except Exception as exc:
             if isinstance(exc, _LOST) or conn.is_closed():
                 log.warning(
@@ -163,7 +165,7 @@ class Scheduler:
         return min(s.scheduler_tick_s, (due - self.clock()).total_seconds())
 
     async def _fire(self, firing: store.Firing, job: store.Job) -> None:
-        kind = "heartbeat" if job.spec.heartbeat is not None else "cron"
+        kind = _kind(job)
         with tracing.tracer().start_as_current_span(
             "cron.fire",
             kind=trace.SpanKind.PRODUCER,
@@ -194,3 +196,7 @@ class Scheduler:
                 log.exception(
                     "cron job %s: recording the firing %s failed", ended.job.id, ended.firing.id
                 )
+
+
+def _kind(job: store.Job) -> str:
+    return "heartbeat" if job.spec.heartbeat is not None else "cron"

@@ -499,6 +499,15 @@ async def history(pool: Pool, job_id: UUID, *, limit: int = 20) -> list[Firing]:
 # --- firings: the scheduler's side ------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What one `claim_due` did: the firings it recorded, and the jobs whose due time it
+    passed over without a firing (missed under the `skip` policy, or outside active hours)."""
+
+    firings: list[Firing]
+    passed_over: list[Job]
+
+
 async def claim_due(
     conn: asyncpg.Connection,
     namespace: str,
@@ -506,10 +515,11 @@ async def claim_due(
     *,
     grace: timedelta,
     limit: int = 100,
-) -> list[Firing]:
+) -> Claimed:
     """Record the firings of the jobs due at `now` and advance each job (see
-    clawbus_core.cron.plan), all in one transaction; the firings recorded."""
+    clawbus_core.cron.plan), all in one transaction."""
     recorded: list[Firing] = []
+    passed_over: list[Job] = []
     async with conn.transaction():
         rows = await conn.fetch(
             _DUE,
@@ -544,6 +554,8 @@ async def claim_due(
                 )
                 if fired is not None and (firing := _firing(fired)) is not None:
                     recorded.append(firing)
+            else:
+                passed_over.append(job)
             await conn.execute(
                 "UPDATE cron_jobs SET next_run_at = $2, "
                 "last_run_at = CASE WHEN $3 THEN $4 ELSE last_run_at END, "
@@ -553,7 +565,7 @@ async def claim_due(
                 step.fire,
                 due,
             )
-    return recorded
+    return Claimed(recorded, passed_over)
 
 
 async def next_due(pool: Pool, namespace: str) -> datetime | None:
