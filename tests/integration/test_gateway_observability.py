@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator
 
@@ -130,7 +131,9 @@ async def test_requests_are_counted_by_route_template_method_and_status(
 # --- open connections -------------------------------------------------------------------------
 
 
-async def test_an_open_sse_stream_is_counted_until_it_ends(system: System, ops_url: str) -> None:
+async def test_an_open_sse_stream_is_counted_until_it_ends(
+    system: System, ops_url: str, spans: InMemorySpanExporter
+) -> None:
     # The first chunk streams at once, the next only after a long pause: the stream stays
     # open until the test aborts the run.
     system.fake.script("gpt-held", Reply(chunks=["first", " second"], chunk_delay_s=120))
@@ -149,6 +152,8 @@ async def test_an_open_sse_stream_is_counted_until_it_ends(system: System, ops_u
     ):
         assert r.status == 200
         run_id = r.headers["x-clawbus-run-id"]
+        # A stream's headers name its request's span too (`spans`: the SDK records spans).
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", r.headers["traceresponse"])
         frames = sse_frames(r)
         first = await anext(frames)
         assert first.event == "delta"
@@ -217,6 +222,7 @@ async def test_a_request_continues_the_clients_trace_into_the_published_run(
             ) as r,
         ):
             assert r.status == 200
+            traceresponse = r.headers["traceresponse"]
         message = await published.next_msg(timeout=15)
     finally:
         await nc.close()
@@ -224,6 +230,8 @@ async def test_a_request_continues_the_clients_trace_into_the_published_run(
     [span] = _server_spans(spans, trace_id)
     assert span.name == "POST /v1/agent/run"
     assert span.parent is not None and format(span.parent.span_id, "016x") == client_span
+    # The answer names the request's server span (W3C traceresponse).
+    assert traceresponse == f"00-{trace_id}-{format(span.context.span_id, '016x')}-01"
     assert dict(span.attributes or {}) == {
         "http.request.method": "POST",
         "http.route": "/v1/agent/run",

@@ -18,7 +18,7 @@ from clawbus_gateway import broadcast
 from clawbus_gateway.auth import KEYRING, Keyring, auth_middleware
 from clawbus_gateway.errors import error_middleware
 from clawbus_gateway.keys import CATALOG, OPS, RUNS, SETTINGS, SETTINGS_TOKEN
-from clawbus_gateway.observe import observe_middleware
+from clawbus_gateway.observe import observe_middleware, stamp_traceresponse
 from clawbus_gateway.ratelimit import RateLimits, stamp_headers
 from clawbus_gateway.routes import (
     agent,
@@ -80,6 +80,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         client_max_size=settings.gateway_max_body_bytes,
     )
     app.on_response_prepare.append(stamp_headers)
+    app.on_response_prepare.append(stamp_traceresponse)
     app[SETTINGS] = settings
     app[SETTINGS_TOKEN] = settings.token()
     app[KEYRING] = Keyring.from_settings(settings, app[SETTINGS_TOKEN])

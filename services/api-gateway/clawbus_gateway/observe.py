@@ -25,6 +25,10 @@ counted. Every other failure reaches this middleware as error_middleware's answe
 
 `connection(kind)` holds `clawbus_connections_active{kind}` one higher while a WebSocket or
 an SSE stream is open, whichever way it ends.
+
+Every answer carries `traceresponse: 00-<trace id>-<span id>-<flags>` (W3C Trace Context
+Level 2): the request's server span, so a client can find its request's trace (streams and
+errors included: `stamp_traceresponse` is an `on_response_prepare` hook).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ _METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
 )
 _TRACE_HEADERS = ("traceparent", "tracestate")
+TRACERESPONSE = "traceresponse"
+_TRACERESPONSE: web.RequestKey[str] = web.RequestKey("traceresponse", str)
 
 ConnectionKind = Literal["ws", "sse"]
 
@@ -89,6 +95,11 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
+        context = span.get_span_context()
+        if context.is_valid:
+            request[_TRACERESPONSE] = (
+                f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+            )
         try:
             response = await handler(request)
         except web.HTTPException as exc:  # redirects: error_middleware renders every error
@@ -109,3 +120,10 @@ def _answered(
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
         span.set_status(StatusCode.ERROR, code)
+
+
+async def stamp_traceresponse(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: the request's server span, for the client to find its trace."""
+    value = request.get(_TRACERESPONSE)
+    if value is not None:
+        response.headers[TRACERESPONSE] = value
