@@ -1,17 +1,28 @@
 """The OpenAI Responses API wire shapes clawbus serves on /v1/responses (plain and SSE).
 
-Only what a text agent produces: one assistant `message` output item holding one
-`output_text` part. Shapes follow the `openai` SDK's `openai.types.responses` models.
+A response's `output` holds one assistant `message` item with one `output_text` part, and,
+when the client brought its own function `tools` and the model called them, one
+`function_call` item per call. The client answers those with `function_call_output` input
+items. Shapes follow the `openai` SDK's `openai.types.responses` models.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    Tag,
+    ValidationInfo,
+    field_validator,
+)
 
 from clawbus_protocol.errors import ErrorCode, ErrorInfo
-from clawbus_protocol.runs import Usage
+from clawbus_protocol.runs import MAX_CLIENT_TOOLS, ToolName, Usage, check_tool_names
 
 # --- request ----------------------------------------------------------------------------------
 
@@ -23,14 +34,101 @@ class InputContentPart(BaseModel):
     text: str | None = None
 
 
-class InputItem(BaseModel):
-    """One item of `input`: a message (`type` may be left out, as the SDK allows)."""
+class InputMessage(BaseModel):
+    """A message of `input` (`type` may be left out, as the SDK allows)."""
 
     model_config = ConfigDict(extra="allow")
 
-    type: str = "message"
+    type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"] | None = None
     content: str | list[InputContentPart] | None = None
+
+
+class InputFunctionCall(BaseModel):
+    """A call the model made earlier, sent back with the rest of the conversation (the
+    `function_call` output item of an earlier response; `id` and `status` are not read)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str
+    id: str | None = None
+
+
+class InputFunctionCallOutput(BaseModel):
+    """The client's result for one of the model's calls (`input_text` parts are joined)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[InputContentPart]
+
+
+_INPUT_KINDS = ("message", "function_call", "function_call_output")
+
+
+class InputOther(BaseModel):
+    """An input item of another kind (reasoning, item_reference, ...): refused by the route,
+    naming it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # Documented as none of the kinds above, so that an item matches one schema only.
+    type: str = Field(json_schema_extra={"not": {"enum": list(_INPUT_KINDS)}})
+
+
+def _input_kind(item: Any) -> str:
+    kind = item.get("type", "message") if isinstance(item, dict) else getattr(item, "type", None)
+    return kind if isinstance(kind, str) and kind in _INPUT_KINDS else "other"
+
+
+InputItem = Annotated[
+    Annotated[InputMessage, Tag("message")]
+    | Annotated[InputFunctionCall, Tag("function_call")]
+    | Annotated[InputFunctionCallOutput, Tag("function_call_output")]
+    | Annotated[InputOther, Tag("other")],
+    Discriminator(_input_kind),
+]
+
+# Tagged, so that a bad item's errors name the item (not "input should be a string").
+Input = Annotated[
+    Annotated[str, Field(min_length=1), Tag("text")]
+    | Annotated[list[InputItem], Field(min_length=1, max_length=10_000), Tag("items")],
+    Discriminator(lambda value: "items" if isinstance(value, list) else "text"),
+]
+
+
+class FunctionTool(BaseModel):
+    """A function of the client's own (`openai.types.responses.FunctionTool`): offered to the
+    model instead of the agent's tools, run by the client. Other tool types are refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function"]
+    name: ToolName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _function_only(cls, value: object) -> object:
+        if value != "function":
+            raise ValueError(f"tool type {value!r} is not supported (function tools only)")
+        return value
+
+
+class FunctionToolChoice(BaseModel):
+    """The model must call this function (`openai.types.responses.ToolChoiceFunction`)."""
+
+    type: Literal["function"]
+    name: ToolName
+
+
+ToolChoiceParam = Literal["auto", "none", "required"] | FunctionToolChoice
 
 
 class ResponsesRequest(BaseModel):
@@ -39,7 +137,7 @@ class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=200)
-    input: str | list[InputItem] = Field(min_length=1)
+    input: Input
     instructions: str | None = None
     stream: StrictBool = False
     user: str | None = Field(default=None, max_length=256)
@@ -47,6 +145,31 @@ class ResponsesRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_output_tokens: int | None = Field(default=None, ge=1)
+    tools: list[FunctionTool] | None = Field(default=None, max_length=MAX_CLIENT_TOOLS)
+    tool_choice: ToolChoiceParam | None = None
+    parallel_tool_calls: StrictBool | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, tools: list[FunctionTool] | None) -> list[FunctionTool] | None:
+        if tools is not None:
+            check_tool_names([t.name for t in tools], None, place="tools.{}.name")
+        return tools
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_fits(
+        cls, choice: ToolChoiceParam | None, info: ValidationInfo
+    ) -> ToolChoiceParam | None:
+        # "auto" and "none" without tools are harmless and some clients always send them.
+        if choice is None or choice in ("auto", "none"):
+            return choice
+        tools: list[FunctionTool] | None = info.data.get("tools")
+        if not tools:
+            raise ValueError(f"tool_choice {choice!r} needs tools to choose from")
+        if isinstance(choice, FunctionToolChoice):
+            check_tool_names([t.name for t in tools], choice.name, place="tools.{}.name")
+        return choice
 
 
 # --- the response object ----------------------------------------------------------------------
@@ -68,6 +191,21 @@ class OutputMessage(BaseModel):
     status: ItemStatus
     role: Literal["assistant"] = "assistant"
     content: list[OutputText]
+
+
+class OutputFunctionCall(BaseModel):
+    """A call of a client function (`openai.types.responses.ResponseFunctionToolCall`): the
+    client runs it and answers with a `function_call_output` item naming `call_id`."""
+
+    type: Literal["function_call"] = "function_call"
+    id: str
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+OutputItem = Annotated[OutputMessage | OutputFunctionCall, Field(discriminator="type")]
 
 
 class InputTokensDetails(BaseModel):
@@ -129,7 +267,7 @@ class Response(BaseModel):
     completed_at: float | None = None
     status: ResponseStatus
     model: str
-    output: list[OutputMessage] = Field(default_factory=list)
+    output: list[OutputItem] = Field(default_factory=list)
     usage: ResponseUsage | None = None
     error: ResponseError | None = None
     incomplete_details: IncompleteDetails | None = None
@@ -139,10 +277,11 @@ class Response(BaseModel):
     top_p: float | None = None
     max_output_tokens: int | None = None
     user: str | None = None
-    # Tools are the agent's, run inside clawbus; clients pass none.
+    # The client's function tools, as the request gave them (none: the agent uses its own,
+    # inside clawbus).
     parallel_tool_calls: bool = False
-    tool_choice: Literal["auto"] = "auto"
-    tools: list[Any] = Field(default_factory=list)
+    tool_choice: ToolChoiceParam = "auto"
+    tools: list[FunctionTool] = Field(default_factory=list)
 
 
 # --- stream events (each SSE frame is `event: <type>` with the event as data) ----------------
@@ -164,7 +303,7 @@ class OutputItemEvent(BaseModel):
     type: Literal["response.output_item.added", "response.output_item.done"]
     sequence_number: int
     output_index: int = 0
-    item: OutputMessage
+    item: OutputItem
 
 
 class ContentPartEvent(BaseModel):
@@ -196,10 +335,30 @@ class OutputTextDoneEvent(BaseModel):
     logprobs: list[Any] = Field(default_factory=list)
 
 
+class FunctionCallArgumentsDeltaEvent(BaseModel):
+    type: Literal["response.function_call_arguments.delta"] = (
+        "response.function_call_arguments.delta"
+    )
+    sequence_number: int
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class FunctionCallArgumentsDoneEvent(BaseModel):
+    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
+    sequence_number: int
+    item_id: str
+    output_index: int
+    arguments: str
+
+
 ResponseStreamEvent = (
     ResponseLifecycleEvent
     | OutputItemEvent
     | ContentPartEvent
     | OutputTextDeltaEvent
     | OutputTextDoneEvent
+    | FunctionCallArgumentsDeltaEvent
+    | FunctionCallArgumentsDoneEvent
 )

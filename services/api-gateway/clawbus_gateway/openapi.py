@@ -44,6 +44,8 @@ from clawbus_protocol.openai import (
 )
 from clawbus_protocol.responses import (
     ContentPartEvent,
+    FunctionCallArgumentsDeltaEvent,
+    FunctionCallArgumentsDoneEvent,
     OutputItemEvent,
     OutputTextDeltaEvent,
     OutputTextDoneEvent,
@@ -269,6 +271,8 @@ _RESPONSE_EVENTS = (
     Frame((ContentPartEvent,), ("response.content_part.added", "response.content_part.done")),
     Frame((OutputTextDeltaEvent,), ("response.output_text.delta",)),
     Frame((OutputTextDoneEvent,), ("response.output_text.done",)),
+    Frame((FunctionCallArgumentsDeltaEvent,), ("response.function_call_arguments.delta",)),
+    Frame((FunctionCallArgumentsDoneEvent,), ("response.function_call_arguments.done",)),
 )
 _AGENT_EVENTS = (
     Frame((oc000.StreamDelta,), ("delta",)),

@@ -259,6 +259,27 @@ def _intake(user_text: str, run_input: RunInput) -> list[dict[str, Any]]:
     return [{"step": i - len(rows) + 1, **row} for i, row in enumerate(rows)]
 
 
+_LAST_CALLS = """
+SELECT m.tool_calls
+FROM sessions s
+JOIN LATERAL (
+    SELECT r.id FROM runs r WHERE r.session_id = s.id AND r.status = 'completed'
+    ORDER BY r.created_at DESC LIMIT 1
+) r ON true
+JOIN LATERAL (
+    SELECT m.tool_calls FROM messages m WHERE m.run_id = r.id AND m.role = 'assistant'
+    ORDER BY m.run_step DESC LIMIT 1
+) m ON true
+WHERE s.tenant_id = $1 AND s.session_key = $2
+"""
+
+
+async def last_response_calls(pool: Pool, tenant_id: UUID, session_key: str) -> list[ToolCall]:
+    """The tool calls the session's last completed run ended with (none if it answered)."""
+    stored = await pool.fetchval(_LAST_CALLS, tenant_id, session_key)
+    return [ToolCall.model_validate(c) for c in stored or ()]
+
+
 async def find_run(pool: Pool, tenant_id: UUID, idempotency_key: str) -> ExistingRun | None:
     row = await pool.fetchrow(_EXISTING, tenant_id, idempotency_key)
     if row is None:
