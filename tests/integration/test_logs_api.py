@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType
 from clawbus_core.config import Endpoints
+from clawbus_core.db import create_pool
 from clawbus_core.logs import RedisLogSink, log_context, register_secrets
+from clawbus_core.store import api_keys
 from clawbus_fakes.models import FakeModelServer
+from clawbus_gateway.principal import ALL_PERMISSIONS
 from clawbus_protocol.names import Names
 
 from tests.system import System, processes, start_system, wait_for
@@ -231,6 +235,44 @@ async def test_logs_need_an_admin_credential(system: System) -> None:
         async with http.get(f"{system.url}/api/logs/live", headers=auth) as r:
             assert r.status == 400
             assert "Upgrade: websocket" in (await r.json())["error"]["message"]
+
+
+async def test_another_tenants_admin_key_reads_no_deployment_wide_route(
+    system: System, endpoints: Endpoints
+) -> None:
+    """Logs and configuration cover every tenant: a tenant's own key, even with `admin`,
+    is refused (403) where the operator's token is answered."""
+    tenant = uuid.uuid4()
+    pool = await create_pool(endpoints.database_url, min_size=1, max_size=2)
+    try:
+        await pool.execute(
+            "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, 'Other')", tenant, f"o-{tenant}"
+        )
+        _, key = await api_keys.create_key(
+            pool, tenant, "tenant admin", ["admin"], known_scopes=ALL_PERMISSIONS
+        )
+        tenant_admin = {"Authorization": f"Bearer {key}"}
+        operator = {"Authorization": f"Bearer {system.token}"}
+        async with aiohttp.ClientSession() as http:
+            for method, path, body in (
+                ("GET", "/api/logs/recent", None),
+                ("GET", "/api/config", None),
+                ("PATCH", "/api/config", {"logging": {"level": "debug"}}),
+            ):
+                url = f"{system.url}{path}"
+                async with http.request(method, url, headers=tenant_admin, json=body) as r:
+                    answer = await r.json()
+                    assert r.status == 403, (method, path, answer)
+                    assert "whole deployment" in answer["error"]["message"]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(f"{system.url}/api/logs/live", headers=tenant_admin)
+            assert refused.value.status == 403
+            for path in ("/api/logs/recent", "/api/config"):
+                async with http.get(f"{system.url}{path}", headers=operator) as r:
+                    assert r.status == 200, path
+    finally:
+        await pool.execute("DELETE FROM tenants WHERE id = $1", tenant)
+        await pool.close()
 
 
 async def test_secrets_never_reach_the_api(

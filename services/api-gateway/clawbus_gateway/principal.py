@@ -2,7 +2,9 @@
 
 Routes never look at credentials; they read `principal(request)` for the tenant to scope
 queries to, and call `require(request, permission)` for what the route needs. The gateway
-token is the operator: every permission, on the default tenant.
+token is the operator: every permission, on the default tenant. Routes about the whole
+deployment rather than one tenant's data (its configuration, its logs) call
+`require_operator`: the permission, held by a credential of the default tenant.
 """
 
 from __future__ import annotations
@@ -54,5 +56,19 @@ def require(request: web.Request, permission: Permission) -> Principal:
     if not who.allows(permission):
         raise Forbidden(
             f"this credential lacks the {permission!r} permission", permission=permission
+        )
+    return who
+
+
+def require_operator(request: web.Request, permission: Permission) -> Principal:
+    """`require`, for a route about the whole deployment (every tenant's): only credentials
+    of the deployment's own (default) tenant may use it; another tenant's key gets 403,
+    whatever its scopes."""
+    who = require(request, permission)
+    if who.tenant_id != DEFAULT_TENANT:
+        raise Forbidden(
+            "this route concerns the whole deployment (every tenant): only the operator's "
+            "credentials (the default tenant's) may use it",
+            permission=permission,
         )
     return who

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from clawbus_gateway import config_document
 from clawbus_gateway.keys import CATALOG, RUNS, SETTINGS
-from clawbus_gateway.principal import require
+from clawbus_gateway.principal import require_operator
 from clawbus_gateway.ratelimit import RateLimits, configured_limits
 
 log = logging.getLogger(__name__)
@@ -123,13 +123,13 @@ async def _read_patch(request: web.Request) -> ConfigOverrides:
 
 @routes.get(PATH)
 async def get_config(request: web.Request) -> web.Response:
-    require(request, "config")
+    require_operator(request, "config")
     return _document(request, await _current(request.app[CONFIG]))
 
 
 @routes.patch(PATH)
 async def patch_config(request: web.Request) -> web.Response:
-    who = require(request, "config")
+    who = require_operator(request, "config")
     changes = await _read_patch(request)
     state, runs = request.app[CONFIG], request.app[RUNS]
     try:

@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from clawbus_gateway.broadcast import BROADCASTER, Listener
 from clawbus_gateway.keys import RUNS, SETTINGS
 from clawbus_gateway.observe import connection
-from clawbus_gateway.principal import require
+from clawbus_gateway.principal import require_operator
 from clawbus_gateway.routes.ws import check_origin
 from clawbus_gateway.turns import int_query
 
@@ -79,7 +79,7 @@ def _unavailable(exc: RedisError) -> ServiceUnavailable:
 
 @routes.get("/api/logs/recent")
 async def recent(request: web.Request) -> web.Response:
-    require(request, "admin")
+    require_operator(request, "admin")
     limit = int_query(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     redis, key = _stream(request)
     try:
@@ -120,7 +120,7 @@ def _ignore(_: SessionEvent) -> None:
 
 @routes.get("/api/logs/live")
 async def live(request: web.Request) -> web.StreamResponse:
-    who = require(request, "admin")
+    who = require_operator(request, "admin")
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(
         max_msg_size=settings.gateway_ws_max_frame_bytes,
