@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from clawbus_core.config import Endpoints
 from clawbus_fakes.models import FakeModelServer, Reply
-from clawbus_fakes.telegram import TEST_GROUP, FakeTelegramServer, FakeUser
+from clawbus_fakes.telegram import ALICE, TEST_GROUP, FakeChat, FakeTelegramServer, FakeUser
 
 from tests.integration.test_ws import websockets_client
 from tests.system import System, start_system, wait_for
@@ -260,6 +260,48 @@ async def test_allowlist_groups_and_session_events(
             {"name": "other", "channel_type": "telegram", "allow_from": ["@carol"]},
         )
         assert status == 400 and err["error"]["param"] == "allowFrom.0"
+
+
+async def test_group_policy_admits_only_the_listed_groups_and_senders(
+    system: System, telegram: FakeTelegramServer, fake_models: FakeModelServer, agent: str
+) -> None:
+    fake_models.set_default(agent, Reply(text="admitted"))
+    other_group = FakeChat(-1009876543210, "supergroup", title="Other Group")
+    config = {
+        "groupPolicy": "allowlist",
+        "groups": [str(TEST_GROUP.id)],
+        "groupAllowFrom": [str(ALICE.id)],
+    }
+    async with aiohttp.ClientSession() as http:
+        token = await polled_channel(
+            http, system, telegram, agent, "policy_bot", dm_policy="open", config=config
+        )
+        telegram.add_chat(token, other_group)
+        telegram.group_message(
+            token, "from a group not on the list", user=ALICE, chat=other_group, mention=True
+        )
+        telegram.group_message(token, "from a member not on the list", user=CAROL, mention=True)
+        telegram.group_message(token, "from the listed sender", user=ALICE, mention=True)
+        [reply] = await telegram.wait_sent(token, 1, timeout_s=20)
+        await telegram.wait_confirmed(token, timeout_s=10)
+        assert (reply.chat_id, reply.text) == (TEST_GROUP.id, "admitted")
+        texts = [r.last_user_text for r in fake_models.requests_for(agent)]
+        assert len(texts) == 1 and "from the listed sender" in texts[0]
+
+        for bad, param in (
+            ({"groupPolicy": "sometimes"}, "config.groupPolicy"),
+            ({"groupPolicy": "allowlist"}, "config.groups"),
+            ({"groupPolicy": "allowlist", "groups": ["@somegroup"]}, "config.groups.0"),
+            ({"groupAllowFrom": "1001"}, "config.groupAllowFrom"),
+        ):
+            status, err = await api(
+                http,
+                system,
+                "POST",
+                "/v1/channel-instances",
+                {"name": "refused", "channel_type": "telegram", "config": bad},
+            )
+            assert (status, err["error"]["param"]) == (400, param), (bad, err)
 
 
 async def test_photos_and_documents_reach_the_agent_as_media(

@@ -313,7 +313,7 @@ class ChannelWorker:
     async def receive(self, inbound: Inbound) -> None:
         """Route one message; returns once its run (if any) is stored."""
         channel = self.channel
-        if inbound.chat_kind == "group" and not inbound.addressed:
+        if inbound.chat_kind == "group" and not (inbound.addressed and self._group_admits(inbound)):
             return
         if inbound.chat_kind == "direct" and not await self._may_talk(inbound):
             return
@@ -356,6 +356,23 @@ class ChannelWorker:
                 inbound.platform_id,
                 exc.info.message,
             )
+
+    def _group_admits(self, inbound: Inbound) -> bool:
+        """The channel's `groupPolicy`: `open` (default) admits any member of any group,
+        `allowlist` the members of the chats in `groups` (only the senders in
+        `groupAllowFrom`, if given), `disabled` nobody. Refused messages are dropped
+        silently, as unaddressed group chatter is."""
+        settings = self.channel.settings
+        policy = settings.get("groupPolicy", "open")
+        if policy == "open":
+            return True
+        if policy != "allowlist":
+            return False
+        group = inbound.group_id or inbound.chat_id
+        senders = {str(s) for s in settings.get("groupAllowFrom", [])}
+        return group in {str(g) for g in settings.get("groups", [])} and (
+            not senders or inbound.sender_id in senders
+        )
 
     async def _may_talk(self, inbound: Inbound) -> bool:
         channel = self.channel

@@ -30,6 +30,9 @@ DmPolicy = Literal["pairing", "allowlist", "open"]
 ChannelStatus = Literal["connected", "connecting", "error", "disabled", "not_configured"]
 CHANNEL_TYPES: tuple[ChannelType, ...] = get_args(ChannelType)
 DM_POLICIES: tuple[DmPolicy, ...] = get_args(DmPolicy)
+# Who may address the bot in groups: any member of any group (the default), the members (or
+# the listed senders) of the listed groups, or nobody.
+GROUP_POLICIES = ("open", "allowlist", "disabled")
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _NUMERIC_ID = re.compile(r"^-?[0-9]{1,20}$")
@@ -116,6 +119,31 @@ def check_name(name: str, param: str = "name") -> str:
     return name
 
 
+def _check_group_access(settings: Mapping[str, Any]) -> None:
+    """`groupPolicy` (open, allowlist, disabled) with `groups` (chat ids admitted under
+    allowlist) and `groupAllowFrom` (the senders admitted in them; empty: any member)."""
+    policy = settings.get("groupPolicy", "open")
+    if policy not in GROUP_POLICIES:
+        raise InvalidRequest(
+            f"groupPolicy must be one of {', '.join(GROUP_POLICIES)}", param="config.groupPolicy"
+        )
+    for key in ("groups", "groupAllowFrom"):
+        ids = settings.get(key, [])
+        if not isinstance(ids, list):
+            raise InvalidRequest(f"{key} must be a list of numeric ids", param=f"config.{key}")
+        for i, value in enumerate(ids):
+            # Numeric ids only (a Telegram group's is negative): names can change hands.
+            if isinstance(value, bool) or not _NUMERIC_ID.match(str(value)):
+                raise InvalidRequest(
+                    f"{key} entries must be numeric ids, not {value!r}", param=f"config.{key}.{i}"
+                )
+    if policy == "allowlist" and not settings.get("groups"):
+        raise InvalidRequest(
+            "groupPolicy allowlist needs the admitted chats' ids in `groups`",
+            param="config.groups",
+        )
+
+
 def _check_new(
     channel_type: str, dm_policy: str, allow_from: Sequence[str], settings: Mapping[str, Any]
 ) -> None:
@@ -132,6 +160,7 @@ def _check_new(
                 f"allowFrom entries must be numeric user ids, not {sender!r}",
                 param=f"allowFrom.{i}",
             )
+    _check_group_access(settings)
     refuse_unstorable(dict(settings), "config")
     if len(json.dumps(settings)) > 64_000:
         raise InvalidRequest("settings are larger than 64 000 characters", param="settings")
