@@ -36,7 +36,7 @@ from tests.integration.test_channel_telegram import (
     new_token,
     visible,
 )
-from tests.integration.test_channel_webhook import SECRET, Receiver, sign
+from tests.integration.test_channel_webhook import SECRET, Receiver, create_webhook_channel, sign
 from tests.metrics_support import Scrape, ops_listener, readyz, scrape, watch_published_runs
 from tests.system import processes, start_system, wait_for
 
@@ -183,21 +183,7 @@ async def test_a_webhook_requests_traceparent_is_the_parent_of_the_inbound_span(
             ) as system,
             aiohttp.ClientSession() as http,
         ):
-            status, created = await api(
-                http,
-                system,
-                "POST",
-                "/v1/channel-instances",
-                {
-                    "name": "crm",
-                    "channel_type": "webhook",
-                    "agent_id": agent,
-                    "credentials": {"secret": SECRET},
-                    "config": {"callbackUrl": receiver.url},
-                    "dm_policy": "open",
-                },
-            )
-            assert status == 201, created
+            created = await create_webhook_channel(http, system, agent, receiver)
             env = system.env | {
                 "CLAWBUS_BRIDGE_ID": f"{namespace}-webhook",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,

@@ -119,25 +119,33 @@ async def post_signed(
         return r.status, await r.json(content_type=None)
 
 
+async def create_webhook_channel(
+    http: aiohttp.ClientSession, system: System, agent: str, receiver: Receiver
+) -> dict[str, Any]:
+    """The webhook channel `crm` of `agent`, open to any sender, answering on `receiver`."""
+    status, created = await api(
+        http,
+        system,
+        "POST",
+        "/v1/channel-instances",
+        {
+            "name": "crm",
+            "channel_type": "webhook",
+            "agent_id": agent,
+            "credentials": {"secret": SECRET},
+            "config": {"callbackUrl": receiver.url},
+            "dm_policy": "open",
+        },
+    )
+    assert status == 201, created
+    return created  # type: ignore[no-any-return]
+
+
 async def test_a_signed_message_is_answered_on_the_callback_once(
     system: System, receiver: Receiver, agent: str, fake_models: FakeModelServer
 ) -> None:
     async with aiohttp.ClientSession() as http:
-        status, created = await api(
-            http,
-            system,
-            "POST",
-            "/v1/channel-instances",
-            {
-                "name": "crm",
-                "channel_type": "webhook",
-                "agent_id": agent,
-                "credentials": {"secret": SECRET},
-                "config": {"callbackUrl": receiver.url},
-                "dm_policy": "open",
-            },
-        )
-        assert status == 201, created
+        created = await create_webhook_channel(http, system, agent, receiver)
         url = f"{system.url}/v1/webhooks/{created['id']}"
 
         async def connected() -> bool:

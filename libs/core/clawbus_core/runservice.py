@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -111,6 +111,9 @@ class RunService:
         agent_key = canonical_agent(turn.agent_key)
         named_session = turn.session_key is not None
         session_key = turn.session_key or f"agent:{agent_key}:openai:{uuid.uuid4()}"
+        # The run joins the current trace: stored with it (for a runner that executes it from
+        # the database) and sent with its message.
+        trace_context = tracing.inject_headers({})
         # Watch before publishing, so not even the first event can slip past.
         with self.relay.watch(run_id) as watch:
             created = await store.create_run(
@@ -129,7 +132,7 @@ class RunService:
                 reply_to=self.relay.channel,
                 queue_mode=turn.queue_mode,
                 named_session=named_session,
-                trace_context=tracing.inject_headers({}),
+                trace_context=trace_context,
             )
             if isinstance(created, store.ExistingRun):
                 # The same request again: answer with that run, waiting for it if needed.
@@ -156,7 +159,7 @@ class RunService:
                 reply_to=self.relay.channel,
                 queue_mode=created.queue_mode,
             )
-            await self._publish(request)
+            await self._publish(request, trace_context=trace_context)
             metrics.RUNS_SUBMITTED.labels(channel=turn.channel).inc()
             log.debug("run %s published for session %s", run_id, session_key)
             if self.announcer is not None:
@@ -201,14 +204,23 @@ class RunService:
         if request is not None:
             await self._publish(request, fail_unpublished=False)
 
-    async def _publish(self, request: RunRequest, *, fail_unpublished: bool = True) -> None:
+    async def _publish(
+        self,
+        request: RunRequest,
+        *,
+        trace_context: Mapping[str, str] | None = None,
+        fail_unpublished: bool = True,
+    ) -> None:
+        """`trace_context`: the run's W3C trace headers (default: the current span's)."""
+        if trace_context is None:
+            trace_context = tracing.inject_headers({})
         try:
             await self.js.publish(
                 self.names.runs_subject,
                 request.model_dump_json().encode(),
                 timeout=5.0,
                 # The trace continues in the runner (W3C traceparent in the headers).
-                headers=tracing.inject_headers({"Nats-Msg-Id": str(request.run_id)}),
+                headers={"Nats-Msg-Id": str(request.run_id), **trace_context},
             )
         except (TimeoutError, NatsError, JetStreamAPIError) as exc:
             # Nothing half-way: the stored run is closed as failed before the client hears.

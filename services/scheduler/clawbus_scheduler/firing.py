@@ -61,7 +61,7 @@ def turn_for(job: store.Job, firing: store.Firing, text: str) -> Turn:
         user_text=text,
         input=RunInput(messages=[ChatMessage(role="user", content=text)]),
         options=RunOptions(model=spec.payload.model),
-        channel="heartbeat" if spec.heartbeat is not None else "cron",
+        channel=job.kind,
         idempotency_key=firing.idempotency_key,
         tenant_id=job.tenant_id,
     )

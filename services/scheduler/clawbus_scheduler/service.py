@@ -144,7 +144,7 @@ class Scheduler:
                 limit=s.scheduler_batch,
             )
             for job in claimed.passed_over:
-                metrics.SCHEDULER_FIRINGS.labels(kind=_kind(job), outcome="missed").inc()
+                metrics.SCHEDULER_FIRINGS.labels(kind=job.kind, outcome="missed").inc()
         except Exception as exc:
             if isinstance(exc, _LOST) or conn.is_closed():
                 log.warning(
@@ -165,7 +165,7 @@ class Scheduler:
         return min(s.scheduler_tick_s, (due - self.clock()).total_seconds())
 
     async def _fire(self, firing: store.Firing, job: store.Job) -> None:
-        kind = _kind(job)
+        kind = job.kind
         with tracing.tracer().start_as_current_span(
             "cron.fire",
             kind=trace.SpanKind.PRODUCER,
@@ -196,7 +196,3 @@ class Scheduler:
                 log.exception(
                     "cron job %s: recording the firing %s failed", ended.job.id, ended.firing.id
                 )
-
-
-def _kind(job: store.Job) -> str:
-    return "heartbeat" if job.spec.heartbeat is not None else "cron"

@@ -7,7 +7,6 @@ poll offset, and sends what the outbox owes. See migration 0005 for the tables.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import secrets
@@ -40,7 +39,6 @@ _NUMERIC_ID = re.compile(r"^-?[0-9]{1,20}$")
 _CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 8
 MAX_STATUS_REASON = 500
-MAX_MEDIA_BYTES = 20 * 2**20  # Telegram bots may download files up to 20 MB
 
 # What every channel query returns (c: channels, a: agents).
 _COLUMNS = """
@@ -600,35 +598,3 @@ async def release_delivery(pool: Pool, run_id: UUID, owner: str, error: str) -> 
         owner,
         error[:MAX_STATUS_REASON],
     )
-
-
-# --- media ------------------------------------------------------------------------------------
-
-
-async def store_media(
-    pool: Pool,
-    tenant_id: UUID,
-    channel_id: UUID,
-    *,
-    kind: str,
-    content: bytes,
-    file_name: str | None,
-    mime_type: str | None,
-) -> UUID:
-    if len(content) > MAX_MEDIA_BYTES:
-        raise InvalidRequest(f"media larger than {MAX_MEDIA_BYTES} bytes", param="media")
-    media_id = uuid.uuid4()
-    await pool.execute(
-        "INSERT INTO media (id, tenant_id, channel_id, kind, file_name, mime_type, size, "
-        "sha256, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        media_id,
-        tenant_id,
-        channel_id,
-        kind,
-        file_name,
-        mime_type,
-        len(content),
-        hashlib.sha256(content).digest(),
-        content,
-    )
-    return media_id

@@ -131,6 +131,11 @@ class Job:
     total_runs: int = 0
 
     @property
+    def kind(self) -> Literal["heartbeat", "cron"]:
+        """What fires: an agent's heartbeat, or a cron job (its runs' channel and metrics)."""
+        return "heartbeat" if self.spec.heartbeat is not None else "cron"
+
+    @property
     def window(self) -> ActiveHours | None:
         return self.spec.heartbeat.window if self.spec.heartbeat is not None else None
 

@@ -1,5 +1,5 @@
-"""Media any service stores for a tenant: browser screenshots now, and whatever else is not a
-channel's upload (channels.store_media keeps those, tied to their channel).
+"""Media any service stores for a tenant: browser screenshots, and chat apps' uploads (tied to
+their channel by `channel_id`).
 
 The gateway serves an item at GET /v1/media/{id} to its tenant's credentials. See migration
 0005 for the table.
@@ -16,7 +16,7 @@ from clawbus_protocol.errors import NotFound, PayloadTooLarge
 
 from clawbus_core.db import Pool
 
-MAX_MEDIA_BYTES = 20 * 2**20
+MAX_MEDIA_BYTES = 20 * 2**20  # Telegram bots may download files up to 20 MB
 
 
 async def store_media(
@@ -25,7 +25,7 @@ async def store_media(
     *,
     kind: str,
     content: bytes,
-    mime_type: str,
+    mime_type: str | None,
     file_name: str | None = None,
     channel_id: UUID | None = None,
 ) -> UUID:

@@ -23,8 +23,7 @@ from typing import Any
 
 import discord
 import yarl
-from clawbus_core.store import channels as store
-from clawbus_core.store.channels import MAX_MEDIA_BYTES
+from clawbus_core.store import media
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
@@ -161,16 +160,16 @@ class DiscordAdapter:
     async def _media(self, message: discord.Message) -> list[MediaRef]:
         refs = []
         for attachment in message.attachments:
-            if attachment.size > MAX_MEDIA_BYTES:
+            if attachment.size > media.MAX_MEDIA_BYTES:
                 continue
             try:
                 content = await attachment.read()
             except (discord.HTTPException, OSError) as exc:
                 raise ChannelFailure(f"downloading an attachment failed: {exc}") from exc
-            media_id = await store.store_media(
+            media_id = await media.store_media(
                 self.ctx.pool,
                 self.ctx.channel.tenant_id,
-                self.ctx.channel.id,
+                channel_id=self.ctx.channel.id,
                 kind="attachment",
                 content=content,
                 file_name=attachment.filename,

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from clawbus_core.store import channels as store
-from clawbus_core.store.channels import MAX_MEDIA_BYTES
+from clawbus_core.store import media
 from clawbus_protocol.errors import InvalidRequest, Unauthorized
 from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
@@ -248,7 +248,7 @@ class TelegramAdapter:
             found.append(("document", doc.file_id, doc.file_name, doc.mime_type, doc.file_size))
         refs = []
         for kind, file_id, name, mime, size in found:
-            if size is not None and size > MAX_MEDIA_BYTES:
+            if size is not None and size > media.MAX_MEDIA_BYTES:
                 log.info("channel %s: skipping a %d-byte %s", self.ctx.channel.name, size, kind)
                 continue
             try:
@@ -256,10 +256,10 @@ class TelegramAdapter:
                 content = bytes(await file.download_as_bytearray())
             except TelegramError as exc:
                 raise ChannelFailure(f"downloading a {kind} from Telegram failed: {exc}") from exc
-            media_id = await store.store_media(
+            media_id = await media.store_media(
                 self.ctx.pool,
                 self.ctx.channel.tenant_id,
-                self.ctx.channel.id,
+                channel_id=self.ctx.channel.id,
                 kind=kind,
                 content=content,
                 file_name=name,
